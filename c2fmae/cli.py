@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, function prefix, extra that module needs, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "pretrain": ("c2fmae.train.cli", "pretrain", "train", "pretrain C2FMAE (default: the embedded synthetic-scene run)"),
+    "pretrain": ("c2fmae.train.cli", "pretrain", "train", "pretrain C2FMAE (default: embedded synthetic-scene run)"),
     "visualize": ("c2fmae.train.cli", "visualize", "train", "reconstruction grids for images and masks"),
     "label": ("c2fmae.labeling.cli", "label", "label", "pseudo-label images into WebDataset shards"),
     "export": ("c2fmae.hub", "export", "", "export a run / checkpoint to the timm Hub layout (optionally push)"),

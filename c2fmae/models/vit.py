@@ -30,11 +30,17 @@ HF_HUB_ORG = "c2fmae"
 # plain timm architecture, so `timm.create_model("hf-hub:...")` works without installing c2fmae.
 ARCH_TO_TIMM: dict[str, tuple[str, dict[str, Any]]] = {
     "c2fmae_vit_test": ("vit_small_patch16_224", dict(patch_size=8, embed_dim=64, depth=2, num_heads=2)),
-    "c2fmae_vit_small_patch16_224": ("vit_small_patch16_224", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)),
-    "c2fmae_vit_base_patch16_224": ("vit_base_patch16_224", dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)),
-    "c2fmae_vit_large_patch16_224": ("vit_large_patch16_224", dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)),
-    "c2fmae_vit_huge_patch16_224": ("vit_huge_patch14_224", dict(patch_size=16, embed_dim=1280, depth=32, num_heads=16)),
+    "c2fmae_vit_small_patch16_224": (
+        "vit_small_patch16_224", dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)),
+    "c2fmae_vit_base_patch16_224": (
+        "vit_base_patch16_224", dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)),
+    "c2fmae_vit_large_patch16_224": (
+        "vit_large_patch16_224", dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)),
+    "c2fmae_vit_huge_patch16_224": (
+        "vit_huge_patch14_224", dict(patch_size=16, embed_dim=1280, depth=32, num_heads=16)),
 }
+
+PAPER_NAME = "From Semantics to Pixels: Coarse-to-Fine Masked Autoencoders for Hierarchical Visual Understanding"
 
 # prefixes of a pretraining checkpoint (DESIGN §4) that are not part of the deployed encoder
 _PRETRAIN_ONLY_PREFIXES = ("decoder", "adapters.", "mask_token", "heads.", "loss", "curriculum")
@@ -52,7 +58,8 @@ def encoder_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.T
             state_dict = state_dict[wrapper]
             break
     out = {}
-    has_encoder_prefix = any(k.startswith(("encoder.", "module.encoder.", "_orig_mod.encoder.")) for k in state_dict)
+    encoder_prefixes = ("encoder.", "module.encoder.", "_orig_mod.encoder.")
+    has_encoder_prefix = any(k.startswith(encoder_prefixes) for k in state_dict)
     for k, v in state_dict.items():
         for p in ("module.", "_orig_mod."):
             k = k[len(p):] if k.startswith(p) else k
@@ -107,7 +114,7 @@ def _cfg(hf_hub_id: str = "", **kwargs) -> dict[str, Any]:
         "classifier": "head",
         "license": "apache-2.0",
         "paper_ids": "arXiv:2603.09955",
-        "paper_name": "From Semantics to Pixels: Coarse-to-Fine Masked Autoencoders for Hierarchical Visual Understanding",
+        "paper_name": PAPER_NAME,
         **kwargs,
     }
 
