@@ -1,0 +1,184 @@
+"""Run the frozen-feature probes (k-NN, linear, segmentation) of one encoder on a train / held-out split.
+
+`eval_datasets(data, ...)` builds the split from an `ImageFolder` root (`<root>/train`, `<root>/val`) or
+a c2fmae data source (`synthetic`, `folder:PATH`, `shards:URL`; see `c2fmae.data.DataConfig`), and
+`run_probes(encoder, train_set, val_set, ...)` extracts features once and returns one result dict.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .features import build_loader, extract_features, extract_patch_features, image_folder
+from .probes import knn_classify, linear_probe
+from .segmentation import seg_probe
+
+__all__ = ["PROBES", "eval_datasets", "run_probes"]
+
+PROBES = ("knn", "linear", "seg")
+_C2FMAE_SOURCES = ("synthetic", "folder", "shards")
+
+
+def eval_datasets(
+    data: str,
+    model: nn.Module | None = None,
+    img_size: int | None = None,
+    train_split: str = "train",
+    val_split: str = "val",
+    num_samples: int | None = None,
+    val_samples: int | None = None,
+    seed: int = 0,
+    train_transform: bool = False,
+):
+    """`(train_set, val_set)` for `data`: an ImageFolder root or `synthetic` / `folder:PATH` / `shards:URL`.
+
+    ImageFolder: `<data>/<train_split>/<class>/*` and `<data>/<val_split>/<class>/*`, with the encoder's
+    timm eval transform (train transform for the train split when `train_transform`). c2fmae sources:
+    `build_dataset(DataConfig(...), train=True/False)`; the held-out split is `train=False` (no
+    augmentation; synthetic scenes drawn from another seed stream).
+    """
+    source, _, path = data.partition(":")
+    if source in _C2FMAE_SOURCES and (source == "synthetic" or path):
+        return _c2fmae_split(source, path or None, img_size, num_samples, val_samples, seed)
+    root = Path(data)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"--data {data!r}: not a directory and not one of synthetic / folder:PATH / shards:URL"
+        )
+    splits = []
+    for split, train in ((train_split, train_transform), (val_split, False)):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(
+                f"--data {data!r}: missing split folder {str(root / split)!r} "
+                "(expected <root>/train/<class>/... and <root>/val/<class>/...)"
+            )
+        if model is None:
+            raise ValueError("an ImageFolder split needs the model (for its timm data config)")
+        splits.append(image_folder(root / split, model, img_size, train=train))
+    if splits[0].classes != splits[1].classes:
+        raise ValueError(
+            f"--data {data!r}: train classes {splits[0].classes[:5]}... differ from val classes "
+            f"{splits[1].classes[:5]}..."
+        )
+    return splits[0], splits[1]
+
+
+def _c2fmae_split(
+    source: str,
+    path: str | None,
+    img_size: int | None,
+    num_samples: int | None,
+    val_samples: int | None,
+    seed: int,
+):
+    from dataclasses import fields
+
+    from c2fmae.data import DataConfig, build_dataset
+
+    names = {f.name for f in fields(DataConfig)}
+    kw: dict[str, Any] = {"source": source}
+    if path:
+        kw["path"] = path
+    if img_size is not None:
+        kw["img_size"] = img_size
+    kw["seed"] = seed
+    train_kw = dict(kw, num_samples=num_samples) if num_samples and "num_samples" in names else kw
+    val_kw = (
+        dict(kw, num_samples=val_samples or num_samples)
+        if (val_samples or num_samples) and "num_samples" in names
+        else kw
+    )
+    train = build_dataset(DataConfig(**train_kw), train=True)
+    val = build_dataset(DataConfig(**val_kw), train=False)
+    return train, val
+
+
+def _class_info(dataset) -> tuple[int | None, list[str] | None]:
+    n = getattr(dataset, "num_classes", None)
+    names = getattr(dataset, "class_names", None)
+    return n, list(names) if names is not None else None
+
+
+def run_probes(
+    encoder: nn.Module,
+    train_set,
+    val_set,
+    probes: tuple[str, ...] | list[str] = PROBES,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    k: int = 20,
+    temperature: float = 0.07,
+    linear_epochs: int = 100,
+    linear_lr: float = 1e-3,
+    seg_epochs: int = 30,
+    seg_lr: float = 1e-3,
+    num_seg_classes: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Extract frozen features of `encoder` on both splits and run the requested probes.
+
+    Returns `{"knn": {"top1", ...}, "linear": {...}, "seg": {"miou", "pixel_acc", "iou"}, "num_train",
+    "num_val", "feature_dim", "seconds"}` (accuracies and IoUs in [0, 1]).
+    """
+    bad = [p for p in probes if p not in PROBES]
+    if bad or not probes:
+        raise ValueError(f"--probes: unknown {bad} (choose from {list(PROBES)})")
+    t0 = time.time()
+    out: dict[str, Any] = {}
+    loaders = [build_loader(ds, batch_size, num_workers=num_workers) for ds in (train_set, val_set)]
+    if "knn" in probes or "linear" in probes:
+        (ftr, ytr), (fte, yte) = [
+            extract_features(encoder, ld, device, amp, desc=f"features ({s})")
+            for ld, s in zip(loaders, ("train", "val"), strict=True)
+        ]
+        out.update(num_train=len(ftr), num_val=len(fte), feature_dim=ftr.shape[1])
+        if "knn" in probes:
+            out["knn"] = dict(
+                knn_classify(ftr, ytr, fte, yte, k=k, temperature=temperature), k=k, temperature=temperature
+            )
+        if "linear" in probes:
+            out["linear"] = dict(
+                linear_probe(
+                    ftr, ytr, fte, yte, epochs=linear_epochs, lr=linear_lr, seed=seed, device=device
+                ),
+                epochs=linear_epochs,
+                lr=linear_lr,
+            )
+    if "seg" in probes:
+        (ptr, mtr), (pte, mte) = [
+            extract_patch_features(encoder, ld, device, amp, desc=f"patch features ({s})")
+            for ld, s in zip(loaders, ("train", "val"), strict=True)
+        ]
+        n, names = _class_info(train_set)
+        n = num_seg_classes or n
+        if n is None:  # infer from the masks
+            valid = torch.cat([mtr[mtr != 255], mte[mte != 255]])
+            n = int(valid.max()) + 1 if valid.numel() else 1
+        out["seg"] = dict(
+            seg_probe(
+                ptr,
+                mtr,
+                pte,
+                mte,
+                n,
+                class_names=names,
+                epochs=seg_epochs,
+                lr=seg_lr,
+                seed=seed,
+                device=device,
+            ),
+            epochs=seg_epochs,
+            lr=seg_lr,
+            num_classes=n,
+        )
+        out.setdefault("num_train", len(ptr))
+        out.setdefault("num_val", len(pte))
+    out["seconds"] = round(time.time() - t0, 2)
+    return out

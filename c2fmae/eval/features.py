@@ -1,0 +1,242 @@
+"""Frozen-feature extraction for the probes: load any timm-loadable encoder, build eval data, run it.
+
+An encoder is named like timm names it:
+  * a timm / c2fmae architecture (`vit_small_patch16_224`, `c2fmae_vit_base`, add `pretrained=True`),
+  * `local-dir:/path/to/export` (the layout `c2fmae export` writes) or `hf-hub:org/repo`,
+  * a c2fmae training checkpoint file (`.pth`/`.pt`, architecture read from its config) or a
+    `.safetensors` encoder state dict (architecture from `arch=`).
+
+Data is a torchvision `ImageFolder` tree (`root/<class>/<img>`), any dataset yielding `(image, label)`
+or the c2fmae sample dicts (`{"image", "semantic", "instance", "label"}`, see TEAM.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+__all__ = [
+    "load_encoder",
+    "image_folder",
+    "build_loader",
+    "unpack_batch",
+    "extract_features",
+    "extract_patch_features",
+    "write_json",
+]
+
+_CKPT_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+
+def _is_path_like(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.endswith((*_CKPT_SUFFIXES, ".safetensors"))
+
+
+def load_encoder(
+    name: str,
+    pretrained: bool = False,
+    arch: str | None = None,
+    img_size: int | None = None,
+    num_classes: int = 0,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build an encoder (timm model, feature head removed unless `num_classes` > 0).
+
+    Args:
+        name: timm architecture, `local-dir:`/`hf-hub:` name, export directory, or checkpoint file.
+        pretrained: load the architecture's default pretrained weights (timm names only; `local-dir:`,
+            `hf-hub:`, directories and checkpoint files always load their weights).
+        arch: architecture for a `.safetensors` / state-dict file that carries no config.
+        img_size: input size for ViTs (position embeddings are resampled when loading).
+        num_classes: classifier outputs (0 = pooled features, the probes' default).
+        **kwargs: more `timm.create_model` kwargs (`drop_path_rate`, `global_pool`, ...).
+    """
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    path = Path(os.path.expanduser(name))
+    if name.startswith(("local-dir:", "hf-hub:")):
+        if name.startswith("local-dir:") and not (Path(name[len("local-dir:") :]) / "config.json").is_file():
+            raise FileNotFoundError(f"--model {name!r}: no config.json in that directory")
+        return timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+    if path.is_dir() and (path / "config.json").is_file():  # a `c2fmae export` / timm `save_for_hf` folder
+        return timm.create_model(f"local-dir:{path}", pretrained=True, num_classes=num_classes, **kwargs)
+    if path.exists():  # a checkpoint file or a training run directory
+        return _encoder_from_file(path, arch, num_classes, **kwargs)
+    if _is_path_like(name):
+        raise FileNotFoundError(f"--model {name!r}: file not found")
+    if not timm.is_model(name.split(".")[0]):
+        raise ValueError(
+            f"--model {name!r} is neither a timm architecture, a local-dir:/hf-hub: name nor a path"
+        )
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+def _encoder_from_file(path: Path, arch: str | None, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Encoder from a c2fmae training checkpoint / run directory or a bare encoder state dict file."""
+    from c2fmae.hub import load_checkpoint
+    from c2fmae.models.vit import checkpoint_filter_fn
+
+    ckpt = load_checkpoint(path)
+    model_cfg = ckpt.get("config", {}).get("model", {}) if isinstance(ckpt.get("config"), dict) else {}
+    arch = arch or model_cfg.get("encoder")
+    if not arch:
+        raise ValueError(f"--model {str(path)!r}: the file names no architecture; pass --arch")
+    kwargs = dict(model_cfg.get("encoder_kwargs") or {}, **kwargs)
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
+    state = checkpoint_filter_fn(ckpt, model)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(("head.", "fc_norm."))]
+    if missing or unexpected:
+        raise KeyError(
+            f"--model {str(path)!r} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    return model
+
+
+def image_folder(root: str | os.PathLike, model: nn.Module, img_size: int | None = None, train: bool = False):
+    """A torchvision `ImageFolder` at `root` with the encoder's eval (or train) transform from timm."""
+    from timm.data import create_transform, resolve_data_config
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"image folder {str(root)!r} does not exist (expected <root>/<class>/<image>)"
+        )
+    cfg = resolve_data_config({}, model=model)
+    if img_size is not None:
+        cfg["input_size"] = (3, img_size, img_size)
+    try:
+        return ImageFolder(str(root), transform=create_transform(**cfg, is_training=train))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"image folder {str(root)!r}: {e}") from e
+
+
+def build_loader(
+    dataset, batch_size: int = 64, shuffle: bool = False, num_workers: int = 0, drop_last: bool = False
+) -> torch.utils.data.DataLoader:
+    """A plain DataLoader (iterable datasets are never shuffled by the loader)."""
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and not iterable,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def unpack_batch(batch: Any, key: str = "label") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images, targets) from an `(image, label)` batch or a c2fmae dict batch (`key`: label / semantic)."""
+    if isinstance(batch, dict):
+        if "image" not in batch:
+            raise KeyError(f"batch has no 'image' key (keys: {sorted(batch)})")
+        return batch["image"], batch.get(key)
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(f"unsupported batch type {type(batch).__name__}: expected (image, label) or a dict")
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled pre-logits features `(N, D)` (float32, on CPU) and image labels `(N,)`."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    model.eval().to(device)
+    feats, labels = [], []
+    for batch in tqdm(loader, desc=desc, leave=False):
+        x, y = unpack_batch(batch, "label")
+        if y is None:
+            raise KeyError("the dataset yields no image-level 'label' (needed by k-NN / linear probes)")
+        with _autocast(device, amp):
+            f = model.forward_head(model.forward_features(x.to(device)), pre_logits=True)  # [B, D]
+        feats.append(f.float().cpu())
+        labels.append(torch.as_tensor(y).long())
+    if not feats:
+        raise ValueError(f"{desc}: the dataset is empty")
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _patch_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Last-layer patch features as a map `(B, D, h, w)`, prefix (cls/register) tokens removed."""
+    if hasattr(model, "forward_intermediates"):
+        try:
+            return model.forward_intermediates(
+                x, indices=1, norm=True, output_fmt="NCHW", intermediates_only=True
+            )[-1]
+        except TypeError:  # models whose forward_intermediates lacks one of these kwargs
+            pass
+    f = model.forward_features(x)
+    if f.ndim == 4:
+        return f  # CNN: already NCHW
+    f = f[:, getattr(model, "num_prefix_tokens", 0) :]  # [B, L, D]
+    h, w = model.patch_embed.dynamic_feat_size(x.shape[-2:]) if hasattr(model, "patch_embed") else (0, 0)
+    if h * w != f.shape[1]:
+        raise ValueError(f"cannot reshape {f.shape[1]} tokens to a grid for {type(model).__name__}")
+    return f.transpose(1, 2).reshape(f.shape[0], -1, h, w)
+
+
+@torch.no_grad()
+def extract_patch_features(
+    model: nn.Module,
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    amp: bool = True,
+    desc: str = "patch features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch feature maps `(N, D, h, w)` and semantic masks `(N, Hm, Wm)` (255 = ignore) from dict batches."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device)
+    model.eval().to(device)
+    feats, masks = [], []
+    for batch in tqdm(loader, desc=desc, leave=False):
+        x, m = unpack_batch(batch, "semantic")
+        if m is None or not isinstance(batch, dict):
+            raise KeyError("the dataset yields no 'semantic' mask (needed by the segmentation probe)")
+        with _autocast(device, amp):
+            f = _patch_features(model, x.to(device))
+        feats.append(f.float().cpu())
+        masks.append(m.long())
+    if not feats:
+        raise ValueError(f"{desc}: the dataset is empty")
+    return torch.cat(feats), torch.cat(masks)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write `obj` as JSON atomically (temp file in the same directory + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
