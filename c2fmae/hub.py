@@ -91,7 +91,7 @@ def build_encoder(
     else:
         ckpt = load_checkpoint(src) if isinstance(src, (str, os.PathLike)) else src
     arch, encoder_kwargs = _arch_from(ckpt, arch, encoder_kwargs)
-    encoder = timm.create_model(arch, pretrained=False, num_classes=0, **encoder_kwargs)
+    encoder = timm.create_model(arch, pretrained=False, **{**encoder_kwargs, "num_classes": 0})
     state_dict = checkpoint_filter_fn(ckpt, encoder)
     missing, unexpected = encoder.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
