@@ -66,6 +66,8 @@ def test_timm_api_num_classes_pool_features_intermediates():
     maps = feats(x)
     assert [m.shape for m in maps] == [(2, 64, 8, 8)] * 2
     assert feats.feature_info.reduction() == [8, 8]
+    default = timm.create_model("c2fmae_vit_test", features_only=True)  # last min(3, depth) blocks
+    assert len(default(x)) == 2
 
     model = timm.create_model("c2fmae_vit_test").eval()
     final, inter = model.forward_intermediates(x, indices=2)

@@ -145,7 +145,7 @@ default_cfgs = generate_default_cfgs({
 def _create_c2fmae_vit(variant: str, pretrained: bool = False, **kwargs) -> VisionTransformer:
     arch = SHORT_NAMES.get(variant, variant)
     kwargs = dict(ARCH_TO_TIMM[arch][1], **kwargs)
-    out_indices = kwargs.pop("out_indices", 3)
+    out_indices = kwargs.pop("out_indices", min(3, kwargs["depth"]))  # last 3 blocks, as timm
     return build_model_with_cfg(
         VisionTransformer,
         variant,
