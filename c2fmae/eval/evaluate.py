@@ -47,19 +47,19 @@ def eval_datasets(
         return _c2fmae_split(source, path or None, img_size, num_samples, val_samples, seed)
     root = Path(data)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"--data {data!r}: not a directory and not one of synthetic / folder:PATH / shards:URL"
-        )
-    splits = []
-    for split, train in ((train_split, train_transform), (val_split, False)):
+        raise FileNotFoundError(f"--data {data!r}: not a directory and not one of synthetic / folder:PATH / shards:URL")
+    for split in (train_split, val_split):
         if not (root / split).is_dir():
             raise FileNotFoundError(
                 f"--data {data!r}: missing split folder {str(root / split)!r} "
                 "(expected <root>/train/<class>/... and <root>/val/<class>/...)"
             )
-        if model is None:
-            raise ValueError("an ImageFolder split needs the model (for its timm data config)")
-        splits.append(image_folder(root / split, model, img_size, train=train))
+    if model is None:
+        raise ValueError("an ImageFolder split needs the model (for its timm data config)")
+    splits = [
+        image_folder(root / split, model, img_size, train=train)
+        for split, train in ((train_split, train_transform), (val_split, False))
+    ]
     if splits[0].classes != splits[1].classes:
         raise ValueError(
             f"--data {data!r}: train classes {splits[0].classes[:5]}... differ from val classes "
@@ -145,9 +145,7 @@ def run_probes(
             )
         if "linear" in probes:
             out["linear"] = dict(
-                linear_probe(
-                    ftr, ytr, fte, yte, epochs=linear_epochs, lr=linear_lr, seed=seed, device=device
-                ),
+                linear_probe(ftr, ytr, fte, yte, epochs=linear_epochs, lr=linear_lr, seed=seed, device=device),
                 epochs=linear_epochs,
                 lr=linear_lr,
             )
