@@ -42,9 +42,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="timm architecture, local-dir:DIR, hf-hub:ORG/REPO, export "
         "directory, training run directory or checkpoint file",
     )
-    g.add_argument(
-        "--pretrained", action="store_true", help="load the architecture's default weights (timm names)"
-    )
+    g.add_argument("--pretrained", action="store_true", help="load the architecture's default weights (timm names)")
     g.add_argument("--arch", default=None, help="architecture of a bare state-dict file")
     g.add_argument("--img-size", type=_positive(int), default=None, help="input size (default: the model's)")
     g.add_argument(
@@ -53,12 +51,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="ImageFolder root with <train-split>/ and <val-split>/ "
         "sub-folders, or a c2fmae source: synthetic | folder:PATH | shards:URL",
     )
+    g.add_argument(
+        "--val-data", default=None, help="held-out split: ImageFolder root, or the path of a folder/shards source"
+    )
     g.add_argument("--train-split", default="train")
     g.add_argument("--val-split", default="val")
     g.add_argument("--num-samples", type=_positive(int), default=None, help="train samples (synthetic data)")
-    g.add_argument(
-        "--val-samples", type=_positive(int), default=None, help="held-out samples (synthetic data)"
-    )
+    g.add_argument("--val-samples", type=_positive(int), default=None, help="held-out samples (synthetic data)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--batch-size", type=_positive(int), default=64)
     g.add_argument("--workers", type=int, default=0)
@@ -73,9 +72,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("probes")
     g.add_argument("--probes", nargs="+", default=["knn", "linear"], choices=PROBES)
     g.add_argument("--k", type=_positive(int), default=20, help="k-NN neighbours (DINO: 20)")
-    g.add_argument(
-        "--temperature", type=_positive(float), default=0.07, help="k-NN vote temperature (DINO: 0.07)"
-    )
+    g.add_argument("--temperature", type=_positive(float), default=0.07, help="k-NN vote temperature (DINO: 0.07)")
     g.add_argument("--linear-epochs", type=_positive(int), default=100)
     g.add_argument("--linear-lr", type=_positive(float), default=1e-3)
     g.add_argument("--seg-epochs", type=_positive(int), default=30)
@@ -101,6 +98,7 @@ def eval_main(args: argparse.Namespace) -> int:
         args.num_samples,
         args.val_samples,
         args.seed,
+        val_data=args.val_data,
     )
     result = run_probes(
         encoder,
@@ -132,22 +130,16 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     g = parser.add_argument_group("fine-tuning (MAE main_finetune.py defaults, scaled down)")
     g.add_argument("--epochs", type=_positive(int), default=10)
-    g.add_argument(
-        "--lr", type=_positive(float), default=None, help="absolute lr (default: blr * batch / 256)"
-    )
+    g.add_argument("--lr", type=_positive(float), default=None, help="absolute lr (default: blr * batch / 256)")
     g.add_argument("--blr", type=_positive(float), default=5e-4, help="base lr per 256 images (MAE: 5e-4)")
     g.add_argument("--min-lr", type=float, default=1e-6)
     g.add_argument("--weight-decay", type=float, default=0.05)
-    g.add_argument(
-        "--layer-decay", type=_positive(float), default=0.75, help="layer-wise lr decay (ViT-B: 0.65)"
-    )
+    g.add_argument("--layer-decay", type=_positive(float), default=0.75, help="layer-wise lr decay (ViT-B: 0.65)")
     g.add_argument("--warmup-epochs", type=float, default=1.0)
     g.add_argument("--drop-path", type=float, default=0.1)
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g.add_argument("--clip-grad", type=float, default=None)
-    g.add_argument(
-        "--save", default=None, help="save the fine-tuned classifier (timm Hub layout) to this folder"
-    )
+    g.add_argument("--save", default=None, help="save the fine-tuned classifier (timm Hub layout) to this folder")
 
 
 def finetune_main(args: argparse.Namespace) -> int:
@@ -172,6 +164,7 @@ def finetune_main(args: argparse.Namespace) -> int:
         args.val_samples,
         args.seed,
         train_transform=True,
+        val_data=args.val_data,
     )
     num_classes = _num_labels(train_set)
     model.reset_classifier(num_classes)
@@ -180,9 +173,7 @@ def finetune_main(args: argparse.Namespace) -> int:
         torch.nn.init.zeros_(model.head.bias)
     lr = args.lr or args.blr * args.batch_size / 256
     torch.manual_seed(args.seed)
-    train_loader = build_loader(
-        train_set, args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True
-    )
+    train_loader = build_loader(train_set, args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
     val_loader = build_loader(val_set, args.batch_size, num_workers=args.workers)
     hist = finetune(
         model,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .features import build_loader, extract_features, extract_patch_features, image_folder
+from .features import build_loader, extract, image_folder
 from .probes import knn_classify, linear_probe
 from .segmentation import seg_probe
 
@@ -34,32 +34,32 @@ def eval_datasets(
     val_samples: int | None = None,
     seed: int = 0,
     train_transform: bool = False,
+    val_data: str | None = None,
 ):
     """`(train_set, val_set)` for `data`: an ImageFolder root or `synthetic` / `folder:PATH` / `shards:URL`.
 
-    ImageFolder: `<data>/<train_split>/<class>/*` and `<data>/<val_split>/<class>/*`, with the encoder's
-    timm eval transform (train transform for the train split when `train_transform`). c2fmae sources:
-    `build_dataset(DataConfig(...), train=True/False)`; the held-out split is `train=False` (no
-    augmentation; synthetic scenes drawn from another seed stream).
+    ImageFolder: `<data>/<train_split>/<class>/*` and `<data>/<val_split>/<class>/*` (or `val_data`),
+    with the encoder's timm eval transform. c2fmae sources: `build_dataset(DataConfig(...), train=...)`;
+    synthetic scenes have a disjoint held-out stream (`split="val"`), folder / shard sources need
+    `val_data`. Both splits use the deterministic eval view (no crop / flip), as DINO and MAE
+    extract probe features; `train_transform=True` keeps the training augmentation (fine-tuning).
     """
     source, _, path = data.partition(":")
     if source in _C2FMAE_SOURCES and (source == "synthetic" or path):
-        return _c2fmae_split(source, path or None, img_size, num_samples, val_samples, seed)
+        return _c2fmae_split(source, path, val_data, img_size, num_samples, val_samples, seed, train_transform)
     root = Path(data)
     if not root.is_dir():
         raise FileNotFoundError(f"--data {data!r}: not a directory and not one of synthetic / folder:PATH / shards:URL")
-    for split in (train_split, val_split):
-        if not (root / split).is_dir():
+    dirs = [root / train_split, Path(val_data) if val_data else root / val_split]
+    for d in dirs:
+        if not d.is_dir():
             raise FileNotFoundError(
-                f"--data {data!r}: missing split folder {str(root / split)!r} "
-                "(expected <root>/train/<class>/... and <root>/val/<class>/...)"
+                f"--data {data!r}: missing split folder {str(d)!r} "
+                "(expected <root>/train/<class>/... and <root>/val/<class>/..., or --val-data DIR)"
             )
     if model is None:
         raise ValueError("an ImageFolder split needs the model (for its timm data config)")
-    splits = [
-        image_folder(root / split, model, img_size, train=train)
-        for split, train in ((train_split, train_transform), (val_split, False))
-    ]
+    splits = [image_folder(d, model, img_size, train=t) for d, t in zip(dirs, (train_transform, False), strict=True)]
     if splits[0].classes != splits[1].classes:
         raise ValueError(
             f"--data {data!r}: train classes {splits[0].classes[:5]}... differ from val classes "
@@ -70,31 +70,29 @@ def eval_datasets(
 
 def _c2fmae_split(
     source: str,
-    path: str | None,
+    path: str,
+    val_path: str | None,
     img_size: int | None,
     num_samples: int | None,
     val_samples: int | None,
     seed: int,
+    train_transform: bool,
 ):
-    from dataclasses import fields
+    from c2fmae.data import DataConfig, build_dataset, build_transform
 
-    from c2fmae.data import DataConfig, build_dataset
-
-    names = {f.name for f in fields(DataConfig)}
-    kw: dict[str, Any] = {"source": source}
-    if path:
-        kw["path"] = path
+    if source != "synthetic" and not val_path:
+        raise ValueError(f"--data {source}:{path}: a held-out split is needed, pass --val-data PATH")
+    kw: dict[str, Any] = {"source": source, "path": path, "val_path": val_path or "", "seed": seed}
     if img_size is not None:
         kw["img_size"] = img_size
-    kw["seed"] = seed
-    train_kw = dict(kw, num_samples=num_samples) if num_samples and "num_samples" in names else kw
-    val_kw = (
-        dict(kw, num_samples=val_samples or num_samples)
-        if (val_samples or num_samples) and "num_samples" in names
-        else kw
-    )
-    train = build_dataset(DataConfig(**train_kw), train=True)
-    val = build_dataset(DataConfig(**val_kw), train=False)
+    if num_samples:
+        kw["num_samples"] = num_samples
+    if val_samples or num_samples:
+        kw["num_val_samples"] = val_samples or num_samples
+    cfg = DataConfig(**kw)
+    train, val = build_dataset(cfg, train=True), build_dataset(cfg, train=False)
+    if not train_transform:
+        train.transform = build_transform(cfg, train=False)  # probe features from the eval view
     return train, val
 
 
@@ -132,51 +130,50 @@ def run_probes(
         raise ValueError(f"--probes: unknown {bad} (choose from {list(PROBES)})")
     t0 = time.time()
     out: dict[str, Any] = {}
-    loaders = [build_loader(ds, batch_size, num_workers=num_workers) for ds in (train_set, val_set)]
-    if "knn" in probes or "linear" in probes:
-        (ftr, ytr), (fte, yte) = [
-            extract_features(encoder, ld, device, amp, desc=f"features ({s})")
-            for ld, s in zip(loaders, ("train", "val"), strict=True)
-        ]
-        out.update(num_train=len(ftr), num_val=len(fte), feature_dim=ftr.shape[1])
+    need_pooled = "knn" in probes or "linear" in probes
+    tr, te = [
+        extract(
+            encoder,
+            build_loader(ds, batch_size, num_workers=num_workers),
+            need_pooled,
+            "seg" in probes,
+            device,
+            amp,
+            desc=f"features ({split})",
+        )
+        for ds, split in ((train_set, "train"), (val_set, "val"))
+    ]
+    key = "features" if need_pooled else "patch_features"
+    out.update(num_train=len(tr[key]), num_val=len(te[key]))
+    if need_pooled:
+        ftr, ytr, fte, yte = tr["features"], tr["labels"], te["features"], te["labels"]
+        out["feature_dim"] = ftr.shape[1]
         if "knn" in probes:
             out["knn"] = dict(
                 knn_classify(ftr, ytr, fte, yte, k=k, temperature=temperature), k=k, temperature=temperature
             )
         if "linear" in probes:
-            out["linear"] = dict(
-                linear_probe(ftr, ytr, fte, yte, epochs=linear_epochs, lr=linear_lr, seed=seed, device=device),
-                epochs=linear_epochs,
-                lr=linear_lr,
-            )
+            res = linear_probe(ftr, ytr, fte, yte, epochs=linear_epochs, lr=linear_lr, seed=seed, device=device)
+            out["linear"] = dict(res, epochs=linear_epochs, lr=linear_lr)
     if "seg" in probes:
-        (ptr, mtr), (pte, mte) = [
-            extract_patch_features(encoder, ld, device, amp, desc=f"patch features ({s})")
-            for ld, s in zip(loaders, ("train", "val"), strict=True)
-        ]
+        mtr, mte = tr["masks"], te["masks"]
         n, names = _class_info(train_set)
         n = num_seg_classes or n
         if n is None:  # infer from the masks
             valid = torch.cat([mtr[mtr != 255], mte[mte != 255]])
             n = int(valid.max()) + 1 if valid.numel() else 1
-        out["seg"] = dict(
-            seg_probe(
-                ptr,
-                mtr,
-                pte,
-                mte,
-                n,
-                class_names=names,
-                epochs=seg_epochs,
-                lr=seg_lr,
-                seed=seed,
-                device=device,
-            ),
+        res = seg_probe(
+            tr["patch_features"],
+            mtr,
+            te["patch_features"],
+            mte,
+            n,
+            class_names=names,
             epochs=seg_epochs,
             lr=seg_lr,
-            num_classes=n,
+            seed=seed,
+            device=device,
         )
-        out.setdefault("num_train", len(ptr))
-        out.setdefault("num_val", len(pte))
+        out["seg"] = dict(res, epochs=seg_epochs, lr=seg_lr, num_classes=n)
     out["seconds"] = round(time.time() - t0, 2)
     return out

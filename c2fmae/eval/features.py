@@ -73,9 +73,7 @@ def load_encoder(
     if _is_path_like(name):
         raise FileNotFoundError(f"--model {name!r}: file not found")
     if not timm.is_model(name.split(".")[0]):
-        raise ValueError(
-            f"--model {name!r} is neither a timm architecture, a local-dir:/hf-hub: name nor a path"
-        )
+        raise ValueError(f"--model {name!r} is neither a timm architecture, a local-dir:/hf-hub: name nor a path")
     return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
@@ -95,9 +93,7 @@ def _encoder_from_file(path: Path, arch: str | None, num_classes: int, **kwargs:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(("head.", "fc_norm."))]
     if missing or unexpected:
-        raise KeyError(
-            f"--model {str(path)!r} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise KeyError(f"--model {str(path)!r} does not fit {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model
 
 
@@ -108,9 +104,7 @@ def image_folder(root: str | os.PathLike, model: nn.Module, img_size: int | None
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"image folder {str(root)!r} does not exist (expected <root>/<class>/<image>)"
-        )
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist (expected <root>/<class>/<image>)")
     cfg = resolve_data_config({}, model=model)
     if img_size is not None:
         cfg["input_size"] = (3, img_size, img_size)
@@ -152,53 +146,81 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, enabled=False)
 
 
+def _features(model: nn.Module, x: torch.Tensor, patches: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pooled pre-logits features `(B, D)` and (optionally) last-layer patch features `(B, D, h, w)`.
+
+    One `forward_features` pass: the pooled feature is timm's `forward_head(pre_logits=True)`; the patch
+    map is the same token sequence without the prefix (cls / register) tokens, on the patch grid.
+    """
+    f = model.forward_features(x)
+    pooled = model.forward_head(f, pre_logits=True)
+    if pooled.ndim > 2:  # models whose pre-logits keep a spatial map
+        pooled = pooled.flatten(2).mean(-1)
+    if not patches:
+        return pooled, None
+    if f.ndim == 4:
+        return pooled, f  # CNN: already NCHW
+    tokens = f[:, getattr(model, "num_prefix_tokens", 0) :]  # [B, L, D]
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and hasattr(pe, "dynamic_feat_size"):
+        h, w = pe.dynamic_feat_size(x.shape[-2:])
+    elif hasattr(model, "forward_intermediates"):
+        out = model.forward_intermediates(x, indices=1, norm=True, output_fmt="NCHW", intermediates_only=True)
+        return pooled, out[-1]
+    else:
+        h = w = 0
+    if h * w != tokens.shape[1]:
+        raise ValueError(f"cannot place {tokens.shape[1]} tokens of {type(model).__name__} on a patch grid")
+    return pooled, tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+
 @torch.no_grad()
-def extract_features(
+def extract(
     model: nn.Module,
     loader: Iterable,
+    pooled: bool = True,
+    patches: bool = False,
     device: str | torch.device = "cpu",
     amp: bool = True,
     desc: str = "features",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled pre-logits features `(N, D)` (float32, on CPU) and image labels `(N,)`."""
+) -> dict[str, torch.Tensor]:
+    """Frozen features of every sample in one pass, on CPU in float32.
+
+    Returns `"features"` `(N, D)` + `"labels"` `(N,)` when `pooled`, and `"patch_features"`
+    `(N, D, h, w)` + `"masks"` `(N, Hm, Wm)` (semantic, 255 = ignore) when `patches`.
+    """
     from tqdm.auto import tqdm
 
     device = torch.device(device)
     model.eval().to(device)
-    feats, labels = [], []
+    out: dict[str, list[torch.Tensor]] = {"features": [], "labels": [], "patch_features": [], "masks": []}
     for batch in tqdm(loader, desc=desc, leave=False):
         x, y = unpack_batch(batch, "label")
-        if y is None:
-            raise KeyError("the dataset yields no image-level 'label' (needed by k-NN / linear probes)")
+        if pooled and y is None:
+            raise KeyError("the dataset yields no image-level 'label' (needed by the k-NN / linear probes)")
+        if patches and not (isinstance(batch, dict) and "semantic" in batch):
+            raise KeyError("the dataset yields no 'semantic' mask (needed by the segmentation probe)")
         with _autocast(device, amp):
-            f = model.forward_head(model.forward_features(x.to(device)), pre_logits=True)  # [B, D]
-        feats.append(f.float().cpu())
-        labels.append(torch.as_tensor(y).long())
-    if not feats:
+            f, p = _features(model, x.to(device), patches)
+        if pooled:
+            out["features"].append(f.float().cpu())
+            out["labels"].append(torch.as_tensor(y).long())
+        if patches:
+            out["patch_features"].append(p.float().cpu())
+            out["masks"].append(batch["semantic"].long())
+    if not (out["features"] or out["patch_features"]):
         raise ValueError(f"{desc}: the dataset is empty")
-    return torch.cat(feats), torch.cat(labels)
+    return {k: torch.cat(v) for k, v in out.items() if v}
 
 
-def _patch_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Last-layer patch features as a map `(B, D, h, w)`, prefix (cls/register) tokens removed."""
-    if hasattr(model, "forward_intermediates"):
-        try:
-            return model.forward_intermediates(
-                x, indices=1, norm=True, output_fmt="NCHW", intermediates_only=True
-            )[-1]
-        except TypeError:  # models whose forward_intermediates lacks one of these kwargs
-            pass
-    f = model.forward_features(x)
-    if f.ndim == 4:
-        return f  # CNN: already NCHW
-    f = f[:, getattr(model, "num_prefix_tokens", 0) :]  # [B, L, D]
-    h, w = model.patch_embed.dynamic_feat_size(x.shape[-2:]) if hasattr(model, "patch_embed") else (0, 0)
-    if h * w != f.shape[1]:
-        raise ValueError(f"cannot reshape {f.shape[1]} tokens to a grid for {type(model).__name__}")
-    return f.transpose(1, 2).reshape(f.shape[0], -1, h, w)
+def extract_features(
+    model: nn.Module, loader: Iterable, device: str | torch.device = "cpu", amp: bool = True, desc: str = "features"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled pre-logits features `(N, D)` and image labels `(N,)`."""
+    out = extract(model, loader, True, False, device, amp, desc)
+    return out["features"], out["labels"]
 
 
-@torch.no_grad()
 def extract_patch_features(
     model: nn.Module,
     loader: Iterable,
@@ -206,23 +228,9 @@ def extract_patch_features(
     amp: bool = True,
     desc: str = "patch features",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch feature maps `(N, D, h, w)` and semantic masks `(N, Hm, Wm)` (255 = ignore) from dict batches."""
-    from tqdm.auto import tqdm
-
-    device = torch.device(device)
-    model.eval().to(device)
-    feats, masks = [], []
-    for batch in tqdm(loader, desc=desc, leave=False):
-        x, m = unpack_batch(batch, "semantic")
-        if m is None or not isinstance(batch, dict):
-            raise KeyError("the dataset yields no 'semantic' mask (needed by the segmentation probe)")
-        with _autocast(device, amp):
-            f = _patch_features(model, x.to(device))
-        feats.append(f.float().cpu())
-        masks.append(m.long())
-    if not feats:
-        raise ValueError(f"{desc}: the dataset is empty")
-    return torch.cat(feats), torch.cat(masks)
+    """Last-layer patch feature maps `(N, D, h, w)` (prefix tokens dropped) and semantic masks `(N, Hm, Wm)`."""
+    out = extract(model, loader, False, True, device, amp, desc)
+    return out["patch_features"], out["masks"]
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -20,9 +20,7 @@ from .features import _autocast, unpack_batch
 __all__ = ["layer_decay_param_groups", "lr_at", "finetune", "evaluate_classifier"]
 
 
-def layer_decay_param_groups(
-    model: nn.Module, weight_decay: float = 0.05, layer_decay: float = 0.75
-) -> list[dict]:
+def layer_decay_param_groups(model: nn.Module, weight_decay: float = 0.05, layer_decay: float = 0.75) -> list[dict]:
     """timm's `param_groups_layer_decay` (uses the model's `group_matcher`); each group has `lr_scale`."""
     from timm.optim import param_groups_layer_decay
 

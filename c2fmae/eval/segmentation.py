@@ -27,9 +27,7 @@ def confusion_matrix(
     valid = target != ignore_index
     t, p = target[valid].long(), pred[valid].long()
     if len(t) and (t.min() < 0 or t.max() >= num_classes):
-        raise ValueError(
-            f"mask ids must be in [0, {num_classes}) or {ignore_index}, got [{t.min()}, {t.max()}]"
-        )
+        raise ValueError(f"mask ids must be in [0, {num_classes}) or {ignore_index}, got [{t.min()}, {t.max()}]")
     return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
@@ -47,9 +45,7 @@ def miou(cm: torch.Tensor) -> tuple[float, list[float]]:
 class SegProbe(nn.Module):
     """Standardise the frozen patch features (train statistics) and apply a 1x1 conv."""
 
-    def __init__(
-        self, dim: int, num_classes: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
-    ):
+    def __init__(self, dim: int, num_classes: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.clone())
         self.register_buffer("std", torch.ones(dim) if std is None else std.clone())
@@ -65,8 +61,7 @@ class SegProbe(nn.Module):
 def _check(feats: torch.Tensor, masks: torch.Tensor) -> None:
     if feats.ndim != 4 or masks.ndim != 3 or len(feats) != len(masks):
         raise ValueError(
-            f"expected features (N, D, h, w) and masks (N, H, W), got {tuple(feats.shape)} "
-            f"and {tuple(masks.shape)}"
+            f"expected features (N, D, h, w) and masks (N, H, W), got {tuple(feats.shape)} and {tuple(masks.shape)}"
         )
 
 
