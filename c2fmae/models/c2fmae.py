@@ -269,11 +269,11 @@ class C2FMAE(nn.Module):
         return p
 
     # ---------------------------------------------------------------- encoder / decoder / loss
-    def embed_inputs(self, batch: dict, prep: dict) -> torch.Tensor:
-        """ All tokens of every input, modality-major, with pos embed: [B, M*N, D]. """
+    def embed_inputs(self, batch: dict, prep: dict, inputs: list[str] | None = None) -> torch.Tensor:
+        """ All tokens of every input (default cfg.inputs), modality-major, with pos embed: [B, M*N, D]. """
         pos = self.encoder.pos_embed[:, 1:]
         toks = []
-        for m in self.cfg.inputs:
+        for m in inputs or self.cfg.inputs:
             x = self.encoder.patch_embed(batch["image"]) if m == "rgb" else self.adapters[m](prep[m])
             toks.append(x + pos)
         return torch.cat(toks, dim=1)
