@@ -172,3 +172,27 @@ def test_eval_data_errors_name_the_path(image_root, tmp_path):
         eval_datasets(str(tmp_path / "only_train"), timm.create_model("c2fmae_vit_test"))
     with pytest.raises(SystemExit):  # argparse rejects a non-positive k
         _parse(add_eval_arguments, ["--model", "x", "--data", str(image_root), "--k", "0"])
+
+
+def test_export_finetunes_the_timm_train_py_way(tmp_path):
+    """What timm's train.py does with `--model local-dir:DIR --pretrained --num-classes N --layer-decay`."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    from c2fmae.hub import export
+
+    src = timm.create_model("c2fmae_vit_test", num_classes=0)
+    export(src.state_dict(), tmp_path / "export", arch="c2fmae_vit_test")
+    model = timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True, num_classes=3, drop_path_rate=0.1)
+    assert model.num_classes == 3
+    assert torch.equal(model.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)  # weights loaded, head new
+    opt = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    sched = CosineLRScheduler(opt, t_initial=10, warmup_t=0)
+    sched.step(0)
+    assert sorted({g["lr_scale"] for g in opt.param_groups}) == pytest.approx([0.125, 0.25, 0.5, 1.0])
+    assert all(g["lr"] == pytest.approx(1e-3 * g["lr_scale"]) for g in opt.param_groups)
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(model.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
