@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 IGNORE_INDEX = 255
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class BadSampleError(ValueError):
@@ -108,6 +110,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -99,7 +99,7 @@ class C2FMAE(nn.Module):
     def __init__(self, cfg: C2FMAEConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or C2FMAEConfig()
-        self.encoder = timm.create_model(cfg.encoder, **cfg.encoder_kwargs)
+        self.encoder = timm.create_model(cfg.encoder, **{"num_classes": 0, **cfg.encoder_kwargs})  # no head
         enc = self.encoder
         if getattr(enc, "cls_token", None) is None or enc.no_embed_class or enc.pos_embed is None:
             raise ValueError(f"encoder {cfg.encoder} must have a cls token and an absolute pos embed incl. cls slot")
@@ -248,14 +248,17 @@ class C2FMAE(nn.Module):
         M, N = len(cfg.inputs), self.num_patches
         if noise is None:
             noise = torch.rand(B, M, N, device=dev)
+        if tuple(noise.shape) != (B, M, N) and not (M == 1 and tuple(noise.shape) == (B, N)):
+            raise ValueError(f"noise must have shape ({B}, {M}, {N}) (batch, inputs, patches), got {list(noise.shape)}")
         noise = noise.reshape(B, M, N).to(dev)
-        region = None
+        region = rank_noise = None
         if bool((strategy != masking.RANDOM).any()):
             s = self.label_patch
             sem_r = masking.patch_majority(p["sem"], s, cfg.num_classes + 1) if "sem" in p else None
             ins_r = masking.patch_majority(p["ins"], s, cfg.max_instances + 1) if "ins" in p else None
-            region, _ = masking.guided_regions(strategy, sem_r, ins_r, cfg.num_classes + 1, cfg.max_instances + 1)
-        score = masking.guided_scores(noise, strategy, region)
+            region, R = masking.guided_regions(strategy, sem_r, ins_r, cfg.num_classes + 1, cfg.max_instances + 1)
+            rank_noise = torch.rand(B, R, device=dev)  # region order, shared by the modalities of a sample
+        score = masking.guided_scores(noise, strategy, region, rank_noise)
         budgets = masking.dirichlet_budgets(B, M, self.num_visible, cfg.dirichlet_alpha, dev)
         p["mask"], p["ids_keep"], p["ids_restore"] = masking.make_masks(score, budgets)
 

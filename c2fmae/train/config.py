@@ -222,7 +222,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     try:
         return cls(**kwargs)
     except (ValueError, TypeError, KeyError) as e:
-        msg = str(e)
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if prefix and msg.startswith(cls.__name__ + "."):  # "C2FMAEConfig.decoder=..." -> "model.decoder=..."
+            msg = prefix + msg[len(cls.__name__) + 1:]
         where = prefix.rstrip(".") or cls.__name__
         raise ConfigError(msg if prefix and msg.startswith(prefix) else f"{where}: {msg}") from e
 
@@ -270,7 +272,8 @@ def recipe_path(name: str) -> tuple[Path, dict[str, Any]]:
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        # nested mappings merge key by key; an empty mapping replaces (`model.encoder_kwargs={}`)
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -93,7 +93,10 @@ class _Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         # data (build fails here, naming a missing path, before the model is built)
-        self.dataset = build_dataset(cfg.data, train=True, rank=info.rank, world_size=info.world_size)
+        try:
+            self.dataset = build_dataset(cfg.data, train=True, rank=info.rank, world_size=info.world_size)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise FileNotFoundError(f"data.path={cfg.data.path!r} (data.source={cfg.data.source}): {e}") from e
         self.iterable = isinstance(self.dataset, torch.utils.data.IterableDataset)
         n = cfg.data.num_samples if self.iterable else len(self.dataset)  # shards: epoch = data.num_samples
         if n < cfg.batch_size:
