@@ -254,7 +254,8 @@ class _Trainer:
                     sums[key] = sums.get(key, 0.0) + out[key].detach().float() / cfg.accum_steps
         if cfg.optim.clip_grad is not None:
             self.scaler.unscale_(self.optimizer)
-            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.optim.clip_grad)
+            norm = torch.nn.utils.clip_grad_norm_(self.wrapped.parameters(), cfg.optim.clip_grad)
+            sums["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -296,8 +297,8 @@ class _Trainer:
                            "epoch": self.step / self.steps_per_epoch, "progress": self.step / self.total_steps}
                 self.logger.log(self.step, metrics)
                 if bar is not None:
-                    short = {k.replace("loss_", ""): f"{v:.3f}" for k, v in means.items() if k.startswith("loss")}
-                    bar.set_postfix(**short, img_s=f"{metrics['img_per_s']:.1f}", refresh=False)
+                    post = {k.replace("loss_", ""): f"{means[k]:.3f}" for k in LOSS_KEYS if k in means}
+                    bar.set_postfix(post | {"img/s": f"{metrics['img_per_s']:.1f}"}, refresh=False)  # in this order
                 acc, n_acc, t0 = {}, 0, time.perf_counter()
             if bar is not None:
                 bar.update(1)
