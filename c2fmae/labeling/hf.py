@@ -7,6 +7,7 @@ in bf16 autocast when a GPU is present, else fp32 on CPU.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _load(cls, name: str, what: str, device: torch.device):
+def _load(cls, name: str, what: str):
     try:
         return cls.from_pretrained(name)
     except OSError as e:
@@ -63,11 +64,11 @@ class GroundedSAMLabeler:
         self.vocab = vocab or Vocabulary.coco()
         self.class_names, self.thing_mask = self.vocab.names, self.vocab.thing_mask
         self.box_threshold, self.nms_iou, self.max_detections = box_threshold, nms_iou, max_detections
-        self.det_proc = _load(tf.AutoProcessor, detector, "--detector", self.device)
-        self.detector = _load(tf.GroundingDinoForObjectDetection, detector, "--detector", self.device)
+        self.det_proc = _load(tf.AutoProcessor, detector, "--detector")
+        self.detector = _load(tf.GroundingDinoForObjectDetection, detector, "--detector")
         self.detector.eval().to(self.device)
-        self.sam_proc = _load(tf.AutoProcessor, segmenter, "--segmenter", self.device)
-        self.sam = _load(tf.SamHQModel, segmenter, "--segmenter", self.device).eval().to(self.device)
+        self.sam_proc = _load(tf.AutoProcessor, segmenter, "--segmenter")
+        self.sam = _load(tf.SamHQModel, segmenter, "--segmenter").eval().to(self.device)
         self.prompts = self._chunk_prompts(self.detector.config.max_text_len)
 
     def _chunk_prompts(self, max_len: int) -> list[tuple[str, np.ndarray]]:
@@ -146,14 +147,20 @@ class GroundedSAMLabeler:
             if len(bx) == 0:
                 out.append(paint(shape, [], [], [], self.thing_mask))
                 continue
-            p = self.sam_proc(images=images[b], input_boxes=[bx.tolist()], return_tensors="pt")
+            orig, resized = inp["original_sizes"][b:b + 1], inp["reshaped_input_sizes"][b:b + 1]
             with _autocast(self.device):
                 pred = self.sam(image_embeddings=emb[b:b + 1], intermediate_embeddings=[x[b:b + 1] for x in inter],
-                                input_boxes=p["input_boxes"].to(self.device, emb.dtype), multimask_output=False)
-            masks = self.sam_proc.post_process_masks(pred.pred_masks.float().cpu(), p["original_sizes"],
-                                                     p["reshaped_input_sizes"])[0][:, 0].numpy()   # (N, H, W) bool
+                                input_boxes=sam_boxes(bx, orig[0], resized[0]).to(self.device, emb.dtype)[None],
+                                multimask_output=False)
+            masks = self.sam_proc.post_process_masks(pred.pred_masks.float().cpu(), orig, resized)[0][:, 0].numpy()
             out.append(paint(shape, list(masks), cl.tolist(), sc.tolist(), self.thing_mask))
         return out
+
+
+def sam_boxes(boxes: torch.Tensor, original_size, resized_size) -> torch.Tensor:
+    """xyxy boxes (N, 4) in original pixels -> SAM's input frame (the image resized to its longest edge)."""
+    (oh, ow), (rh, rw) = (int(v) for v in original_size), (int(v) for v in resized_size)
+    return boxes.float() * torch.tensor([rw / ow, rh / oh, rw / ow, rh / oh])
 
 
 class Mask2FormerLabeler:
@@ -171,8 +178,8 @@ class Mask2FormerLabeler:
         self.vocab = vocab or Vocabulary.coco()
         self.class_names, self.thing_mask = self.vocab.names, self.vocab.thing_mask
         self.score_threshold = score_threshold
-        self.proc = _load(tf.AutoImageProcessor, model, "--model", self.device)
-        self.model = _load(tf.Mask2FormerForUniversalSegmentation, model, "--model", self.device).eval().to(self.device)
+        self.proc = _load(tf.AutoImageProcessor, model, "--model")
+        self.model = _load(tf.Mask2FormerForUniversalSegmentation, model, "--model").eval().to(self.device)
         by_name = {prompt_name(n).lower(): i for i, n in enumerate(self.class_names)}
         id2label = self.model.config.id2label
         self.to_vocab = np.full(len(id2label), -1)
@@ -184,23 +191,30 @@ class Mask2FormerLabeler:
 
     @torch.inference_mode()
     def label(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        inp = self.proc(images=images, return_tensors="pt").to(self.device)
+        inp = self.proc(images=images, return_tensors="pt")
         with _autocast(self.device):
-            out = self.model(**inp)
-        out.class_queries_logits = out.class_queries_logits.float()
-        out.masks_queries_logits = out.masks_queries_logits.float()
-        sizes = [im.shape[:2] for im in images]
-        res = self.proc.post_process_panoptic_segmentation(out, threshold=self.score_threshold,
-                                                           label_ids_to_fuse=self.fuse, target_sizes=sizes)
+            out = self.model(**inp.to(self.device))
+        cls, masks = out.class_queries_logits.float(), out.masks_queries_logits.float()
         labels = []
-        for r, size in zip(res, sizes, strict=True):
+        for b, im in enumerate(images):
+            # a batch is padded bottom/right to its largest image; post-processing would stretch the
+            # padding over the image, so crop each image's masks to its own (valid) part first
+            m = masks[b:b + 1]
+            if "pixel_mask" in inp:
+                valid, (H, W) = inp["pixel_mask"][b].bool(), inp["pixel_mask"].shape[-2:]
+                h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
+                m = m[..., : math.ceil(h * m.shape[-2] / H), : math.ceil(w * m.shape[-1] / W)]
+            size = im.shape[:2]
+            r = self.proc.post_process_panoptic_segmentation(
+                type(out)(class_queries_logits=cls[b:b + 1], masks_queries_logits=m), threshold=self.score_threshold,
+                label_ids_to_fuse=self.fuse, target_sizes=[size])[0]
             seg = r["segmentation"].cpu().numpy()
-            masks, classes, scores = [], [], []
+            segs, classes, scores = [], [], []
             for s in r["segments_info"]:
                 c = self.to_vocab[s["label_id"]]
                 if c >= 0:
-                    masks.append(seg == s["id"])
+                    segs.append(seg == s["id"])
                     classes.append(int(c))
                     scores.append(float(s["score"]))
-            labels.append(paint(size, masks, classes, scores, self.thing_mask))
+            labels.append(paint(size, segs, classes, scores, self.thing_mask))
         return labels
