@@ -88,6 +88,7 @@ def common_overrides(a: argparse.Namespace, work: Path, method: str, seed: int) 
         "device=cpu",
         "precision=fp32",
         f"num_workers={a.workers}",
+        f"num_threads={a.threads}",
         f"output_dir={work}",
         f"name={method}-s{seed}",
         "resume=auto",
@@ -99,13 +100,44 @@ def common_overrides(a: argparse.Namespace, work: Path, method: str, seed: int) 
     ]
 
 
-def pretrain(a: argparse.Namespace, work: Path, method: str, seed: int) -> torch.nn.Module:
-    """Pretrain `method` with the training engine; returns the exported frozen encoder."""
+def pretrain(a: argparse.Namespace, work: Path, method: str, seed: int) -> tuple[torch.nn.Module, float]:
+    """Pretrain `method` with the training engine; returns the exported encoder and the seconds per step.
+
+    Seconds per step come from the run's `metrics.jsonl` timestamps (first to last log line), so they
+    exclude start-up, checkpointing and export.
+    """
     from c2fmae.train import load_config, train
 
     cfg = load_config(None, common_overrides(a, work, method, seed) + METHODS[method])
     run_dir = train(cfg)
-    return load_encoder(str(run_dir / "export"))
+    logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    s_per_step = (logs[-1]["time"] - logs[0]["time"]) / max(1, logs[-1]["step"] - logs[0]["step"])
+    return load_encoder(str(run_dir / "export")), s_per_step
+
+
+def step_gflops(a: argparse.Namespace, method: str) -> float:
+    """Forward + backward GFLOPs of one optimizer step of `method` (torch's FLOP counter, one batch).
+
+    Averaged over curriculum progress 0, 0.5 and 1 (the masking strategy can change the token count).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from c2fmae.data import build_dataset
+    from c2fmae.models.c2fmae import C2FMAE
+    from c2fmae.train import load_config
+
+    cfg = load_config(None, common_overrides(a, Path(tempfile.gettempdir()), method, 0) + METHODS[method])
+    torch.manual_seed(0)
+    model = C2FMAE(cfg.model)
+    ds = build_dataset(cfg.data, train=True)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(a.batch_size)])
+    total = 0.0
+    for progress in (0.0, 0.5, 1.0):
+        with FlopCounterMode(display=False) as counter:
+            model(batch, progress=progress)["loss"].backward()
+        total += counter.get_total_flops()
+        model.zero_grad(set_to_none=True)
+    return total / 3 / 1e9
 
 
 def eval_splits(a: argparse.Namespace) -> tuple[list[dict], list[dict]]:
@@ -118,8 +150,8 @@ def eval_splits(a: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return [train[i] for i in range(len(train))], [val[i] for i in range(len(val))]
 
 
-def summarize(results: dict[str, dict[str, dict]], methods: list[str]) -> list[dict]:
-    """Per method and metric: mean, sample std and the per-seed values (in %)."""
+def summarize(results: dict[str, dict[str, dict]], methods: list[str], gflops: dict[str, float]) -> list[dict]:
+    """Per method and metric: mean, sample std and the per-seed values (in %); cost per step."""
     rows = []
     for m in methods:
         runs = results.get(m, {})
@@ -134,16 +166,20 @@ def summarize(results: dict[str, dict[str, dict]], methods: list[str]) -> list[d
                 "values": vals,
             }
         row["pretrain_s"] = statistics.fmean(r.get("pretrain_s", 0.0) for r in runs.values())
+        row["s_per_step"] = statistics.fmean(r.get("s_per_step", 0.0) for r in runs.values())
+        row["gflops_per_step"] = gflops.get(m, 0.0)
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    head = "| method | " + " | ".join(label for _, _, label in METRICS) + " | pretrain s/run |"
-    lines = [head, "|---" * (len(METRICS) + 2) + "|"]
+    """Markdown table: mean ± std (%) per metric, then GFLOPs and seconds per pretraining step."""
+    head = "| method | " + " | ".join(label for _, _, label in METRICS) + " | GFLOPs/step (fwd+bwd) | s/step |"
+    lines = [head, "|---" * (len(METRICS) + 3) + "|"]
     for r in rows:
         cells = [f"{r[p]['mean']:.1f} ± {r[p]['std']:.1f}" for p, _, _ in METRICS]
-        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {r['pretrain_s']:.0f} |")
+        cost = (f"{r['gflops_per_step']:.2f} | {r['s_per_step']:.3f}" if r["gflops_per_step"] else "– | –")
+        lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {cost} |")
     return "\n".join(lines)
 
 
@@ -205,16 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-train", type=int, default=500)
     p.add_argument("--probe-val", type=int, default=250)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on a busy box)")
     p.add_argument("--work-dir", default=None, help="pretraining runs (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS / "quality.json"))
     p.add_argument("--fresh", action="store_true", help="ignore finished (method, seed) pairs in --out")
     a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
 
     out = Path(a.out)
     state = json.loads(out.read_text()) if out.is_file() and not a.fresh else {}
-    settings = {
-        k: v for k, v in vars(a).items() if k not in ("methods", "seeds", "work_dir", "out", "fresh", "workers")
-    }
+    runtime_only = ("methods", "seeds", "work_dir", "out", "fresh", "workers", "threads")
+    settings = {k: v for k, v in vars(a).items() if k not in runtime_only}
     if state.get("settings", settings) != settings:
         print(f"{out} was made with other settings; pass --fresh to start over", file=sys.stderr)
         return 2
@@ -243,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                     depth=a.depth,
                     num_heads=a.heads,
                 )
+                s_per_step = 0.0
             else:
-                encoder = pretrain(a, work, method, seed)
+                encoder, s_per_step = pretrain(a, work, method, seed)
             pre_s = time.time() - t
             res = run_probes(
                 encoder,
@@ -257,16 +295,21 @@ def main(argv: list[str] | None = None) -> int:
                 seg_epochs=30,
             )
             res["pretrain_s"] = round(pre_s, 1)
+            res["s_per_step"] = round(s_per_step, 4)
+            if method != REFERENCE:
+                flops = state.setdefault("gflops_per_step", {})
+                if method not in flops:
+                    flops[method] = round(step_gflops(a, method), 3)
             results.setdefault(method, {})[str(seed)] = res
             write_json(state, out)
             print(
                 f"[{time.time() - t0:6.0f}s] {method:16s} seed {seed}: k-NN {100 * res['knn']['top1']:.1f}  "
                 f"linear {100 * res['linear']['top1']:.1f}  mIoU {100 * res['seg']['miou']:.1f}  "
-                f"(pretrain {pre_s:.0f}s)",
+                f"(pretrain {pre_s:.0f}s, {s_per_step:.3f} s/step)",
                 flush=True,
             )
     order = [m for m in [*METHODS, REFERENCE] if m in results]
-    rows = summarize(results, order)
+    rows = summarize(results, order, state.get("gflops_per_step", {}))
     state["summary"] = rows
     write_json(state, out)
     md = table(rows)
