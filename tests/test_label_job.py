@@ -1,6 +1,7 @@
 """The labelling job: classical backend on real photos, resumability after a kill, ranks, bad inputs."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -109,6 +110,14 @@ def test_killed_job_restarts_to_the_same_shards(tmp_path):
     for n in names:
         assert (tmp_path / "ref" / n).read_bytes() == (out / n).read_bytes()
     assert not list(out.glob(".*.tmp"))
+
+
+def test_progress_bar_shows_the_rate(tmp_path, capsys):
+    src = _photo_folder(tmp_path / "in", n=2, size=32)
+    LabelJob(ClassicalLabeler(n_segments=20), str(src), str(tmp_path / "out"), overlays=0).run()
+    err = capsys.readouterr().err
+    assert "label rank 0: 100%" in err and "3/3" in err
+    assert re.search(r"\d(img/s|s/img)\]", err)                            # images/s (or s/img when slow)
 
 
 def test_two_ranks_split_the_shards(tmp_path):
