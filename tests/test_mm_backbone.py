@@ -17,6 +17,8 @@ import c2fmae.mm as cmm
 from c2fmae.mm import C2FMAELayerDecayOptimizerConstructor, C2FMAEViT, SimpleFPN
 from c2fmae.mm.checkpoint import RUN_MARKER, load_from_local
 
+pytestmark = pytest.mark.mm
+
 TINY = dict(model_name="c2fmae_vit_test", encoder_kwargs=dict(depth=4))
 
 
@@ -144,6 +146,29 @@ def test_wrong_checkpoint_reports_keys_by_name(tmp_path):
         C2FMAEViT(**TINY, pretrained=str(tmp_path / "nope.safetensors")).init_weights()
 
 
+def test_mmengine_load_checkpoint_is_strict_about_the_encoder(tmp_path):
+    """mmengine's non-strict loader (init_detector / init_model / load_from): the encoder must still match."""
+    from mmengine.runner import load_checkpoint
+
+    sd = tiny_encoder_sd()
+    save_file(sd, tmp_path / "enc.safetensors")
+    net = _Net()
+    net.backbone = C2FMAEViT(**TINY, img_size=96)  # pos embed stored at 12x12, the export's at 8x8
+    load_checkpoint(net, str(tmp_path / "enc.safetensors"), map_location="cpu")
+    own = net.backbone.encoder.state_dict()
+    model = timm.create_model("c2fmae_vit_test", depth=4, img_size=96)
+    model.load_state_dict(timm.models.vision_transformer.checkpoint_filter_fn(dict(sd), model))  # timm's resampling
+    for k, v in own.items():
+        torch.testing.assert_close(v, model.state_dict()[k], rtol=0, atol=0, msg=k)
+    save_file(tiny_encoder_sd(depth=2), tmp_path / "depth2.safetensors")
+    with pytest.raises(KeyError, match=r"missing keys \['blocks\.2\.attn\.proj\.bias'"):
+        load_checkpoint(_Net(), str(tmp_path / "depth2.safetensors"), map_location="cpu")
+    bad = {f"backbone.encoder.{k}": v for k, v in sd.items()}
+    bad["backbone.encoder.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
+    with pytest.raises(KeyError, match=r"blocks\.0\.attn\.qkv\.weight: checkpoint \(3, 3\) vs model \(192, 64\)"):
+        _Net().load_state_dict(bad, strict=False)
+
+
 def test_simple_fpn_strides_and_ln2d():
     torch.manual_seed(0)
     fpn = SimpleFPN(64, [16, 32, 64, 64], 32, num_outs=5, norm_cfg=dict(type="LN2d", requires_grad=True))
@@ -185,6 +210,8 @@ def test_layer_decay_lrs():
                                                dict(decay_rate=0.5, num_layers=12))
     with pytest.raises(ValueError, match="num_layers=12 but the backbone has 4 blocks"):
         bad(net)
+    with pytest.raises(KeyError, match="paramwise_cfg"):  # without it mmengine would skip add_params
+        C2FMAELayerDecayOptimizerConstructor(dict(optimizer=dict(type="AdamW", lr=1e-3)))
 
 
 def test_registries_and_configs():

@@ -20,7 +20,7 @@ from c2fmae.cli import main as c2fmae_main
 
 DET = "mask-rcnn_c2fmae-vit-b_simplefpn_lsj-100e_coco"
 SEG = "upernet_c2fmae-vit-b_8xb2-amp-160k_ade20k-512x512"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.mm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

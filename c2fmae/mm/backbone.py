@@ -191,24 +191,48 @@ class C2FMAEViT(BaseModule):
         """Load encoder weights; every missing, unexpected or mis-shaped key is an error naming it."""
         name = src if isinstance(src, str) else "<state dict>"
         sd = read_encoder_weights(src) if isinstance(src, str) else encoder_state_dict(src)
-        try:
-            sd = checkpoint_filter_fn(sd, self.encoder)  # resamples pos embed / patch embed to this model
-        except (KeyError, ValueError) as e:
-            raise type(e)(f"C2FMAEViT: {name}: {e}") from e
+        sd, ignored = self.match_encoder_weights(sd, name)
+        self.encoder.load_state_dict(sd, strict=True)
+        print_log(f"C2FMAEViT: loaded {len(sd)} encoder tensors from {name}"
+                  + (f"; not used by the backbone: {ignored}" if ignored else ""), logger="current")
+
+    def match_encoder_weights(self, sd: dict[str, torch.Tensor], name: str) -> tuple[dict, list[str]]:
+        """Checkpoint encoder weights (timm keys) -> exactly this encoder's state dict, pos / patch embed
+        resampled to its grid, plus the names of the dropped unused weights (cls token, final norm, head).
+        Any other difference raises a KeyError naming the missing / unexpected / mis-shaped keys."""
         own = self.encoder.state_dict()
         ignored = sorted(k for k in sd if k not in own and k.startswith(_UNUSED_ENCODER_KEYS))
         missing = sorted(k for k in own if k not in sd)
         unexpected = sorted(k for k in sd if k not in own and k not in ignored)
-        mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-                      for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+        mismatched = []
+        if not missing and not unexpected:
+            try:
+                sd = checkpoint_filter_fn(sd, self.encoder)  # resamples pos embed / patch embed to this model
+            except (KeyError, ValueError) as e:
+                raise type(e)(f"C2FMAEViT: {name}: {e}") from e
+            mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
+                          for k, v in own.items() if sd[k].shape != v.shape]
         if missing or unexpected or mismatched:
             raise KeyError(
                 f"C2FMAEViT: {name} does not match {type(self.encoder).__name__} "
                 f"(depth {self.depth}, dim {self.embed_dim}): missing keys {missing}, unexpected keys {unexpected}, "
                 f"shape mismatches {mismatched}")
-        self.encoder.load_state_dict({k: sd[k] for k in own}, strict=True)
-        print_log(f"C2FMAEViT: loaded {len(own)} encoder tensors from {name}"
-                  + (f"; not used by the backbone: {ignored}" if ignored else ""), logger="current")
+        return {k: sd[k] for k in own}, ignored
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # Every load into the model (mmengine's non-strict `load_checkpoint` behind init_detector / init_model /
+        # `load_from` / resume, or torch's `load_state_dict`) goes through here: a state dict that carries
+        # encoder weights must match the encoder exactly (pos embed resampled), else a KeyError names the keys.
+        enc = prefix + "encoder."
+        given = {k[len(enc):]: v for k, v in state_dict.items() if k.startswith(enc)}
+        if given:
+            sd, _ = self.match_encoder_weights(given, f"state dict '{enc}*'")
+            for k in given:
+                del state_dict[enc + k]
+            state_dict.update({enc + k: v for k, v in sd.items()})
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ---- training state -----------------------------------------------------------------------------------
     def _freeze_stages(self) -> None:

@@ -47,6 +47,13 @@ class C2FMAELayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
     No weight decay for 1-d parameters (norms, biases) and the position embedding / tokens.
     """
 
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
+        # mmengine never calls `add_params` without a paramwise_cfg: no decay would pass silently
+        if not paramwise_cfg:
+            raise KeyError("C2FMAELayerDecayOptimizerConstructor: paramwise_cfg=dict(decay_rate=..., num_layers=...) "
+                           "is required")
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+
     def add_params(self, params: list[dict], module: nn.Module, **kwargs) -> None:
         cfg = dict(self.paramwise_cfg)
         unknown = set(cfg) - _KEYS
