@@ -178,7 +178,7 @@ def table(rows: list[dict]) -> str:
     lines = [head, "|---" * (len(METRICS) + 3) + "|"]
     for r in rows:
         cells = [f"{r[p]['mean']:.1f} ± {r[p]['std']:.1f}" for p, _, _ in METRICS]
-        cost = (f"{r['gflops_per_step']:.2f} | {r['s_per_step']:.3f}" if r["gflops_per_step"] else "– | –")
+        cost = f"{r['gflops_per_step']:.2f} | {r['s_per_step']:.3f}" if r["gflops_per_step"] else "– | –"
         lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {cost} |")
     return "\n".join(lines)
 

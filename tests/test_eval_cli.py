@@ -9,7 +9,7 @@ import timm
 import torch
 from PIL import Image
 
-from c2fmae.eval import extract_patch_features, load_encoder, run_probes
+from c2fmae.eval import LabelledShards, extract_patch_features, load_encoder, run_probes
 from c2fmae.eval.cli import add_eval_arguments, add_finetune_arguments, eval_main, finetune_main
 from c2fmae.eval.evaluate import eval_datasets
 
@@ -196,3 +196,74 @@ def test_export_finetunes_the_timm_train_py_way(tmp_path):
     loss.backward()
     opt.step()
     assert not torch.equal(model.blocks[1].mlp.fc2.weight, src.blocks[1].mlp.fc2.weight)
+
+
+def _write_cls_shard(path, samples):
+    """A webdataset classification shard written with plain tarfile: KEY.png + KEY.cls members."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for key, img, label in samples:
+            for name, data in ((f"{key}.png", _png(img)), (f"{key}.cls", str(label).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _png(img):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_eval_and_finetune_from_classification_shards(image_root, tmp_path):
+    """`--data wds:DIR`: the same colour classes as the ImageFolder, split over two shards and two workers."""
+    from torchvision.datasets import ImageFolder
+
+    for split, shards in (("train", 2), ("val", 1)):
+        folder = ImageFolder(str(image_root / split))
+        samples = [(f"{split}{i:03d}", np.asarray(Image.open(p)), y) for i, (p, y) in enumerate(folder.samples)]
+        for s in range(shards):
+            (tmp_path / split).mkdir(exist_ok=True)
+            _write_cls_shard(tmp_path / split / f"shard-{s:06d}.tar", samples[s::shards])
+    out = tmp_path / "eval.json"
+    common = ["--model", "c2fmae_vit_test", "--data", f"wds:{tmp_path / 'train'}", "--val-data", str(tmp_path / "val")]
+    args = _parse(
+        add_eval_arguments,
+        [*common, "--probes", "knn", "--k", "3", "--batch-size", "5", "--workers", "2", "--output", str(out)],
+    )
+    assert eval_main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["num_train"] == 12 and res["num_val"] == 8  # each sample once, although 2 workers read
+    assert res["knn"]["top1"] == 1.0  # as on the ImageFolder
+    args = _parse(add_finetune_arguments, [*common, "--epochs", "1", "--batch-size", "4", "--output", str(out)])
+    assert finetune_main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["num_classes"] == 2 and len(res["val"]) == 1
+
+    _write_cls_shard(tmp_path / "bad.tar", [("k0", np.zeros((8, 8, 3), np.uint8), "x")])
+    with pytest.raises(ValueError, match=r"bad.tar:k0.cls: not an integer"):
+        list(LabelledShards(str(tmp_path / "bad.tar")))
+    with pytest.raises(ValueError, match="--val-data URL"):
+        eval_datasets(f"wds:{tmp_path / 'train'}", timm.create_model("c2fmae_vit_test"))
+
+
+def test_seg_probe_from_c2fmae_shards(tmp_path):
+    """`--data shards:DIR --probes seg`: synthetic scenes written as (image, semantic, instance) shards."""
+    from c2fmae.data import SyntheticScenes
+    from c2fmae.data.shards import write_shards
+
+    for split in ("train", "val"):
+        write_shards(SyntheticScenes(12, 64, split=split).iter_raw(), tmp_path / split, 6, progress=False)
+    out = tmp_path / "seg.json"
+    argv = ["--model", "c2fmae_vit_test", "--data", f"shards:{tmp_path / 'train'}", "--val-data", str(tmp_path / "val")]
+    args = _parse(add_eval_arguments, [*argv, "--probes", "seg", "--seg-classes", "10", "--seg-epochs", "3"])
+    args.output = str(out)
+    assert eval_main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["num_train"] == 12 and res["num_val"] == 12
+    assert res["seg"]["num_classes"] == 10 and 0.0 < res["seg"]["miou"] <= 1.0
+    assert len(res["seg"]["iou"]) == 10

@@ -4,7 +4,15 @@
 """
 
 from .evaluate import PROBES, eval_datasets, run_probes
-from .features import extract, extract_features, extract_patch_features, load_encoder, write_json
+from .features import (
+    LabelledShards,
+    extract,
+    extract_features,
+    extract_patch_features,
+    image_shards,
+    load_encoder,
+    write_json,
+)
 from .finetune import evaluate_classifier, finetune, layer_decay_param_groups, lr_at
 from .probes import accuracy, knn_classify, linear_probe
 from .segmentation import confusion_matrix, evaluate_seg_probe, miou, seg_probe, train_seg_probe
@@ -17,6 +25,8 @@ __all__ = [
     "extract_features",
     "extract_patch_features",
     "load_encoder",
+    "LabelledShards",
+    "image_shards",
     "write_json",
     "evaluate_classifier",
     "finetune",

@@ -49,10 +49,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         help="ImageFolder root with <train-split>/ and <val-split>/ "
-        "sub-folders, or a c2fmae source: synthetic | folder:PATH | shards:URL",
+        "sub-folders, wds:URL (classification shards: KEY.jpg + KEY.cls), or a c2fmae source: "
+        "synthetic | folder:PATH | shards:URL",
     )
     g.add_argument(
-        "--val-data", default=None, help="held-out split: ImageFolder root, or the path of a folder/shards source"
+        "--val-data",
+        default=None,
+        help="held-out split: ImageFolder root, wds: shards, or the path of a folder/shards source",
     )
     g.add_argument("--train-split", default="train")
     g.add_argument("--val-split", default="val")

@@ -1,7 +1,8 @@
 """Run the frozen-feature probes (k-NN, linear, segmentation) of one encoder on a train / held-out split.
 
-`eval_datasets(data, ...)` builds the split from an `ImageFolder` root (`<root>/train`, `<root>/val`) or
-a c2fmae data source (`synthetic`, `folder:PATH`, `shards:URL`; see `c2fmae.data.DataConfig`), and
+`eval_datasets(data, ...)` builds the split from an `ImageFolder` root (`<root>/train`, `<root>/val`),
+image-classification WebDataset shards (`wds:URL`, `KEY.jpg` + `KEY.cls`) or a c2fmae data source
+(`synthetic`, `folder:PATH`, `shards:URL`; see `c2fmae.data.DataConfig`), and
 `run_probes(encoder, train_set, val_set, ...)` extracts features once and returns one result dict.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .features import build_loader, extract, image_folder
+from .features import build_loader, extract, image_folder, image_shards
 from .probes import knn_classify, linear_probe
 from .segmentation import seg_probe
 
@@ -36,20 +37,31 @@ def eval_datasets(
     train_transform: bool = False,
     val_data: str | None = None,
 ):
-    """`(train_set, val_set)` for `data`: an ImageFolder root or `synthetic` / `folder:PATH` / `shards:URL`.
+    """`(train_set, val_set)` for `data`: ImageFolder root, `wds:URL`, `synthetic`, `folder:PATH` or `shards:URL`.
 
     ImageFolder: `<data>/<train_split>/<class>/*` and `<data>/<val_split>/<class>/*` (or `val_data`),
-    with the encoder's timm eval transform. c2fmae sources: `build_dataset(DataConfig(...), train=...)`;
-    synthetic scenes have a disjoint held-out stream (`split="val"`), folder / shard sources need
-    `val_data`. Both splits use the deterministic eval view (no crop / flip), as DINO and MAE
-    extract probe features; `train_transform=True` keeps the training augmentation (fine-tuning).
+    with the encoder's timm eval transform. `wds:URL`: classification shards (`KEY.jpg` + `KEY.cls`)
+    with the same transform; `val_data` names the held-out shards. c2fmae sources:
+    `build_dataset(DataConfig(...), train=...)`; synthetic scenes have a disjoint held-out stream
+    (`split="val"`), folder / shard sources need `val_data`; `img_size=None` means the encoder's input
+    size (the `DataConfig` default when `model` is None too). Both splits use the deterministic eval
+    view (no crop / flip), as DINO and MAE extract probe features; `train_transform=True` keeps the
+    training augmentation (fine-tuning).
     """
     source, _, path = data.partition(":")
     if source in _C2FMAE_SOURCES and (source == "synthetic" or path):
+        if img_size is None and model is not None:  # the encoder's input size, as timm's data config says
+            from timm.data import resolve_data_config
+
+            img_size = resolve_data_config({}, model=model)["input_size"][-1]
         return _c2fmae_split(source, path, val_data, img_size, num_samples, val_samples, seed, train_transform)
+    if source == "wds" and path:
+        return _wds_split(path, val_data, model, img_size, train_transform)
     root = Path(data)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data {data!r}: not a directory and not one of synthetic / folder:PATH / shards:URL")
+        raise FileNotFoundError(
+            f"--data {data!r}: not a directory and not one of synthetic / folder:PATH / shards:URL / wds:URL"
+        )
     dirs = [root / train_split, Path(val_data) if val_data else root / val_split]
     for d in dirs:
         if not d.is_dir():
@@ -66,6 +78,20 @@ def eval_datasets(
             f"{splits[1].classes[:5]}..."
         )
     return splits[0], splits[1]
+
+
+def _wds_split(url: str, val_url: str | None, model: nn.Module | None, img_size: int | None, train_transform: bool):
+    if not val_url:
+        raise ValueError(f"--data wds:{url}: a held-out split is needed, pass --val-data URL")
+    if model is None:
+        raise ValueError("a wds: split needs the model (for its timm data config)")
+    train = image_shards(url, model, img_size, train=train_transform)
+    val = image_shards(val_url.removeprefix("wds:"), model, img_size)
+    if len(val.classes) > len(train.classes):
+        raise ValueError(
+            f"--val-data {val_url!r}: class index {len(val.classes) - 1} never occurs in the training shards {url!r}"
+        )
+    return train, val
 
 
 def _c2fmae_split(

@@ -6,12 +6,14 @@ An encoder is named like timm names it:
   * a c2fmae training checkpoint file (`.pth`/`.pt`, architecture read from its config) or a
     `.safetensors` encoder state dict (architecture from `arch=`).
 
-Data is a torchvision `ImageFolder` tree (`root/<class>/<img>`), any dataset yielding `(image, label)`
-or the c2fmae sample dicts (`{"image", "semantic", "instance", "label"}`, see TEAM.md).
+Data is a torchvision `ImageFolder` tree (`root/<class>/<img>`), image-classification WebDataset
+shards (`KEY.jpg` + `KEY.cls`, `LabelledShards`), any dataset yielding `(image, label)` or the c2fmae
+sample dicts (`{"image", "semantic", "instance", "label"}`, see TEAM.md).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -26,6 +28,8 @@ from torch import nn
 __all__ = [
     "load_encoder",
     "image_folder",
+    "LabelledShards",
+    "image_shards",
     "build_loader",
     "unpack_batch",
     "extract_features",
@@ -99,19 +103,90 @@ def _encoder_from_file(path: Path, arch: str | None, num_classes: int, **kwargs:
 
 def image_folder(root: str | os.PathLike, model: nn.Module, img_size: int | None = None, train: bool = False):
     """A torchvision `ImageFolder` at `root` with the encoder's eval (or train) transform from timm."""
-    from timm.data import create_transform, resolve_data_config
     from torchvision.datasets import ImageFolder
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist (expected <root>/<class>/<image>)")
+    try:
+        return ImageFolder(str(root), transform=_timm_transform(model, img_size, train))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"image folder {str(root)!r}: {e}") from e
+
+
+class LabelledShards(torch.utils.data.IterableDataset):
+    """Image-classification WebDataset shards yielding `(transform(image), label)`.
+
+    A sample is `KEY.{jpg,jpeg,png,webp}` + `KEY.cls` (the class index as text, webdataset's
+    convention). `urls` is anything `c2fmae.data.shards.expand_urls` takes (a folder of `*.tar`, a brace
+    pattern, `::`-joined list, `pipe:` / `https://` urls). Shards are split over DataLoader workers, in
+    order (no shuffling: the probes need no order). `len()` and `classes` (`"0"` .. max label) cost one
+    pass over the shards, done once.
+    """
+
+    def __init__(self, urls: str, transform: Any = None):
+        from c2fmae.data.shards import expand_urls
+
+        self.urls, self.transform = expand_urls(urls), transform
+        self._labels: list[int] | None = None
+
+    def _samples(self, urls: list[str]):
+        from c2fmae.data.io import BadSampleError
+        from c2fmae.data.shards import IMAGE_EXTS, iter_tar
+
+        for url in urls:
+            for key, files in iter_tar(url):
+                ext = next((e for e in IMAGE_EXTS if e in files), None)
+                if ext is None or "cls" not in files:
+                    raise BadSampleError(
+                        f"{url}:{key}: a classification sample needs an image (.jpg/.png/.webp) and a .cls "
+                        f"member, has {sorted(files)}"
+                    )
+                try:
+                    label = int(files["cls"].decode().strip())
+                except ValueError:
+                    cls = files["cls"][:20]
+                    raise BadSampleError(f"{url}:{key}.cls: not an integer class index: {cls!r}") from None
+                if label < 0:
+                    raise BadSampleError(f"{url}:{key}.cls: negative class index {label}")
+                yield files[ext], label
+
+    def labels(self) -> list[int]:
+        """Every sample's label, in shard order (one pass, cached)."""
+        if self._labels is None:
+            self._labels = [label for _, label in self._samples(self.urls)]
+        return self._labels
+
+    @property
+    def classes(self) -> list[str]:
+        labels = self.labels()
+        return [str(i) for i in range(max(labels) + 1)] if labels else []
+
+    def __len__(self) -> int:
+        return len(self.labels())
+
+    def __iter__(self):
+        from PIL import Image
+
+        info = torch.utils.data.get_worker_info()
+        urls = self.urls[info.id :: info.num_workers] if info is not None else self.urls
+        for data, label in self._samples(urls):
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+            yield (self.transform(image) if self.transform is not None else image), label
+
+
+def image_shards(urls: str, model: nn.Module, img_size: int | None = None, train: bool = False) -> LabelledShards:
+    """`LabelledShards` at `urls` with the encoder's eval (or train) transform from timm."""
+    return LabelledShards(urls, _timm_transform(model, img_size, train))
+
+
+def _timm_transform(model: nn.Module, img_size: int | None, train: bool):
+    from timm.data import create_transform, resolve_data_config
+
     cfg = resolve_data_config({}, model=model)
     if img_size is not None:
         cfg["input_size"] = (3, img_size, img_size)
-    try:
-        return ImageFolder(str(root), transform=create_transform(**cfg, is_training=train))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"image folder {str(root)!r}: {e}") from e
+    return create_transform(**cfg, is_training=train)
 
 
 def build_loader(
