@@ -73,17 +73,22 @@ def test_patch_features_drop_prefix_tokens():
     assert torch.allclose(feats.flatten(2).transpose(1, 2), tokens, atol=1e-5)
 
 
-def test_run_probes_on_dict_dataset_with_masks():
-    # the right half is red (label 0) or blue (label 1) and is semantic class 1 + label; left half class 0
+def _half_coloured(n: int = 24) -> list[dict]:
+    """The right half is red (label 0) or blue (label 1) and is semantic class 1 + label; left half class 0."""
     g = torch.Generator().manual_seed(0)
     data = []
-    for i in range(24):
+    for i in range(n):
         label = i % 2
         sem = torch.zeros(16, 16, dtype=torch.long)
         sem[:, 8:] = 1 + label
         img = torch.randn(3, 64, 64, generator=g) * 0.2
         img[0 if label == 0 else 2, :, 32:] += 2.0
         data.append({"image": img, "semantic": sem, "label": torch.tensor(label)})
+    return data
+
+
+def test_run_probes_on_dict_dataset_with_masks():
+    data = _half_coloured()
     model = timm.create_model("c2fmae_vit_test", num_classes=0)
     res = run_probes(
         model,
@@ -99,6 +104,20 @@ def test_run_probes_on_dict_dataset_with_masks():
     assert res["seg"]["num_classes"] == 3 and res["seg"]["miou"] > 0.6
     with pytest.raises(ValueError, match="--probes"):
         run_probes(model, data[:4], data[4:8], ("knn", "bogus"))
+
+
+@pytest.mark.parametrize(
+    ("arch", "kwargs", "grid"),
+    [("test_vit", {"img_size": 64}, (4, 4)), ("test_resnet", {}, (2, 2))],  # timm's own ViT (cls token) and a CNN
+)
+def test_probes_on_plain_timm_encoders(arch, kwargs, grid):
+    data = _half_coloured()
+    model = load_encoder(arch, **kwargs)
+    feats, _ = extract_patch_features(model, torch.utils.data.DataLoader(data[:2], batch_size=2))
+    assert feats.shape == (2, model.num_features, *grid)
+    res = run_probes(model, data[:16], data[16:], ("knn", "seg"), batch_size=8, seg_epochs=20, seg_lr=1e-2)
+    assert res["knn"]["top1"] == 1.0 and res["feature_dim"] == model.num_features
+    assert res["seg"]["miou"] > 0.5  # left / right halves on a coarse grid
 
 
 def test_eval_cli_image_folder_writes_json(image_root, tmp_path):
