@@ -2,7 +2,8 @@
 
 A reconstruction grid has one row per sample and the columns
 `input (masked) | sem in | ins in | sem pred | sem true | ins pred | ins true | rgb pred | rgb true`.
-Masked patches of an input are grey. Semantic maps use a fixed class palette (ignore = black);
+Masked patches of an input are flat grey; the row label gives the
+strategy and the visible share of each input. Semantic maps use a fixed class palette (ignore = black);
 instance targets get one colour per id (background black); predicted instance embeddings are shown
 by their first three principal components. The RGB prediction (per-patch normalised pixels, MAE's
 `norm_pix_loss`) is de-normalised with each patch's true mean / std, and the visible patches are
@@ -71,11 +72,13 @@ def denormalize(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def _grey_masked(img: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """Grey out the patches where `masked` (grid `(gh, gw)`, True = hidden) is set; img `(H, W, 3)`."""
+    """Paint the patches where `masked` (grid `(gh, gw)`, True = hidden) is set flat grey; img `(H, W, 3)`.
+
+    Flat, not blended: what the model does not see must not be visible in the picture."""
     gh, gw = masked.shape
     up = np.kron(masked.astype(np.uint8), np.ones((img.shape[0] // gh, img.shape[1] // gw), np.uint8)).astype(bool)
     out = img.copy()
-    out[up] = (0.35 * out[up] + 0.65 * GREY).astype(np.uint8)
+    out[up] = GREY
     return out
 
 
@@ -96,7 +99,7 @@ def make_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], row_l
     for i, row in enumerate(rows):
         y = head + pad + i * (cell + pad)
         if row_labels:
-            draw.text((4, y + cell // 2 - 6), row_labels[i], fill=(0, 0, 0))
+            draw.multiline_text((4, y + 4), row_labels[i], fill=(0, 0, 0))
         for j, img in enumerate(row):
             canvas.paste(Image.fromarray(_resize(img, cell)), (left + pad + j * (cell + pad), y))
     return canvas
@@ -152,7 +155,9 @@ def reconstruction_grid(model, batch: dict[str, torch.Tensor], out: dict[str, to
             denormalize(rgb_pred[i]) if rgb_pred is not None else blank,
             img,
         ])
-        labels.append(f"{masking.STRATEGIES[int(out['strategy'][i])]} mask")
+        vis = "\n".join(f"{m} {100 * (1 - hid[m].mean()):.0f}%" for m in ("rgb", "sem", "ins"))
+        labels.append(f"{masking.STRATEGIES[int(out['strategy'][i])]}-guided\n\nvisible:\n{vis}"
+                      .replace("random-guided", "random"))
     return make_grid(rows, COLUMNS, labels, cell=cell)
 
 

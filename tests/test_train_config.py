@@ -44,7 +44,7 @@ def test_config_dict_roundtrip():
     ("model.decoder=serial", "model.decoder"),    # the model's own validation, re-keyed
     ("data.source=webdataset", "data.source"),    # the data's own validation
     ("data.source=shards", "data.path"),          # shards need a path
-    ("accum_steps=3", "accum_steps"),             # 16 % 3
+    ("accum_steps=5", "accum_steps"),             # 12 % 5
     ("resume=/no/such/run", "resume"),
     ("model.encoder_kwargs=7", "model.encoder_kwargs"),
 ])
