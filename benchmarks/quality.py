@@ -17,6 +17,8 @@ Methods (C2FMAEConfig fields; everything else identical):
     c2fmae_random    ablation: fixed random masking instead of the curriculum
     c2fmae_rgb       ablation: RGB-only input (sem / ins remain targets; masking still region-guided)
     random_init      reference: the same encoder, not pretrained
+    mae_eqflops      optional (--methods mae_eqflops): MAE trained for as many FLOPs as c2fmae, i.e.
+                     steps x GFLOPs(c2fmae) / GFLOPs(mae) steps (same batch; the same lr schedule shape)
 
 Results (raw per-seed JSON, the table, a bar plot) go to benchmarks/results/; finished (method, seed)
 pairs are kept in the JSON, so a killed run continues where it stopped.
@@ -54,6 +56,7 @@ METHODS: dict[str, list[str]] = {
     "c2fmae_rgb": ["model.inputs=[rgb]", "model.decoder=cascade", "model.schedule=linear"],
 }
 REFERENCE = "random_init"
+EQUAL_FLOPS = "mae_eqflops"  # MAE at c2fmae's FLOP budget (more steps); not part of the default run
 METRICS = (
     ("knn", "top1", "k-NN top-1 (scene)"),
     ("linear", "top1", "linear top-1 (scene)"),
@@ -100,7 +103,22 @@ def common_overrides(a: argparse.Namespace, work: Path, method: str, seed: int) 
     ]
 
 
-def pretrain(a: argparse.Namespace, work: Path, method: str, seed: int) -> tuple[torch.nn.Module, float]:
+def equal_flops_steps(a: argparse.Namespace, gflops: dict[str, float]) -> int:
+    """MAE steps that cost as many FLOPs as `a.steps` steps of c2fmae."""
+    return round(a.steps * gflops["c2fmae"] / gflops["mae"])
+
+
+def method_overrides(a: argparse.Namespace, method: str, gflops: dict[str, float]) -> list[str]:
+    """The config overrides that make `method` (on top of `common_overrides`)."""
+    if method != EQUAL_FLOPS:
+        return METHODS[method]
+    n = equal_flops_steps(a, gflops)
+    return [*METHODS["mae"], f"steps={n}", f"ckpt_every={n}", f"log_every={max(1, n // 10)}"]
+
+
+def pretrain(
+    a: argparse.Namespace, work: Path, method: str, seed: int, gflops: dict[str, float]
+) -> tuple[torch.nn.Module, float]:
     """Pretrain `method` with the training engine; returns the exported encoder and the seconds per step.
 
     Seconds per step come from the run's `metrics.jsonl` timestamps (first to last log line), so they
@@ -108,7 +126,7 @@ def pretrain(a: argparse.Namespace, work: Path, method: str, seed: int) -> tuple
     """
     from c2fmae.train import load_config, train
 
-    cfg = load_config(None, common_overrides(a, work, method, seed) + METHODS[method])
+    cfg = load_config(None, common_overrides(a, work, method, seed) + method_overrides(a, method, gflops))
     run_dir = train(cfg)
     logs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     s_per_step = (logs[-1]["time"] - logs[0]["time"]) / max(1, logs[-1]["step"] - logs[0]["step"])
@@ -151,7 +169,9 @@ def eval_splits(a: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return [train[i] for i in range(len(train))], [val[i] for i in range(len(val))]
 
 
-def summarize(results: dict[str, dict[str, dict]], methods: list[str], gflops: dict[str, float]) -> list[dict]:
+def summarize(
+    results: dict[str, dict[str, dict]], methods: list[str], gflops: dict[str, float], steps: int
+) -> list[dict]:
     """Per method and metric: mean, sample std and the per-seed values (in %); cost per step."""
     rows = []
     for m in methods:
@@ -169,17 +189,18 @@ def summarize(results: dict[str, dict[str, dict]], methods: list[str], gflops: d
         row["pretrain_s"] = statistics.fmean(r.get("pretrain_s", 0.0) for r in runs.values())
         row["s_per_step"] = statistics.fmean(r.get("s_per_step", 0.0) for r in runs.values())
         row["gflops_per_step"] = gflops.get(m, 0.0)
+        row["steps"] = max(r.get("steps", steps) for r in runs.values()) if m != REFERENCE else 0
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table: mean ± std (%) per metric, then GFLOPs and seconds per pretraining step."""
-    head = "| method | " + " | ".join(label for _, _, label in METRICS) + " | GFLOPs/step (fwd+bwd) | s/step |"
-    lines = [head, "|---" * (len(METRICS) + 3) + "|"]
+    head = "| method | " + " | ".join(label for _, _, label in METRICS) + " | steps | GFLOPs/step (fwd+bwd) | s/step |"
+    lines = [head, "|---" * (len(METRICS) + 4) + "|"]
     for r in rows:
         cells = [f"{r[p]['mean']:.1f} ± {r[p]['std']:.1f}" for p, _, _ in METRICS]
-        cost = f"{r['gflops_per_step']:.2f} | {r['s_per_step']:.3f}" if r["gflops_per_step"] else "– | –"
+        cost = f"{r['steps']} | {r['gflops_per_step']:.2f} | {r['s_per_step']:.3f}" if r["steps"] else "0 | – | –"
         lines.append(f"| {r['method']} | " + " | ".join(cells) + f" | {cost} |")
     return "\n".join(lines)
 
@@ -192,7 +213,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, len(METRICS) + 1, figsize=(4.6 * (len(METRICS) + 1), 4.2))
     names = [r["method"] for r in rows]
-    palette = {REFERENCE: "#9e9e9e", "mae": "#1f77b4", "multimae": "#ff7f0e", "c2fmae": "#2ca02c"}
+    palette = {
+        REFERENCE: "#9e9e9e",
+        "mae": "#1f77b4",
+        EQUAL_FLOPS: "#aec7e8",
+        "multimae": "#ff7f0e",
+        "c2fmae": "#2ca02c",
+    }
     colors = [palette.get(n, "#98df8a") for n in names]  # light green: the C2FMAE ablations
     for ax, (probe, _, label) in zip(axes, METRICS, strict=False):
         means = [r[probe]["mean"] for r in rows]
@@ -205,13 +232,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         lo = min(min(r[probe]["values"]) for r in rows)
         ax.set_ylim(max(0.0, lo - 10), min(100.0, max(m + s for m, s in zip(means, stds, strict=True)) + 5))
         ax.grid(axis="y", alpha=0.3)
-    ax = axes[-1]  # cost of one pretraining step
-    gf = [r["gflops_per_step"] for r in rows]
-    ax.bar(range(len(rows)), gf, color=colors)
-    for i, v in enumerate(gf):
-        ax.text(i, v, f"{v:.2f}" if v else "0", ha="center", va="bottom", fontsize=7)
+    ax = axes[-1]  # pretraining compute: steps x FLOPs of one step
+    total = [r["steps"] * r["gflops_per_step"] for r in rows]
+    ax.bar(range(len(rows)), total, color=colors)
+    for i, (v, r) in enumerate(zip(total, rows, strict=True)):
+        ax.text(i, v, f"{v:.0f}\n({r['steps']} st)" if v else "0", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_title("pretraining GFLOPs / step (fwd+bwd)")
+    ax.set_title("pretraining GFLOPs (steps x fwd+bwd)")
+    ax.set_ylim(0, max(total) * 1.2 if max(total) else 1)
     ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -223,7 +251,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", nargs="+", default=[*METHODS, REFERENCE], choices=[*METHODS, REFERENCE])
+    p.add_argument("--methods", nargs="+", default=[*METHODS, REFERENCE], choices=[*METHODS, REFERENCE, EQUAL_FLOPS])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=150, help="optimizer steps per pretraining run (all methods)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -263,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work_dir or tempfile.mkdtemp(prefix="c2fmae_quality_"))
     t0 = time.time()
     splits: tuple[list[dict], list[dict]] | None = None  # built on first use (not for a report-only rerun)
+    flops: dict[str, float] = state.setdefault("gflops_per_step", {})
     for seed in a.seeds:
         for method in a.methods:
             if str(seed) in results.get(method, {}):
@@ -278,9 +307,16 @@ def main(argv: list[str] | None = None) -> int:
                     depth=a.depth,
                     num_heads=a.heads,
                 )
-                s_per_step = 0.0
+                s_per_step, steps = 0.0, 0
             else:
-                encoder, s_per_step = pretrain(a, work, method, seed)
+                for m in ("mae", "c2fmae") if method == EQUAL_FLOPS else (method,):
+                    if m not in flops:  # measured once per method, before its first run
+                        flops[m] = round(step_gflops(a, m), 3)
+                        t = time.time()
+                if method == EQUAL_FLOPS:
+                    flops[method] = flops["mae"]
+                steps = equal_flops_steps(a, flops) if method == EQUAL_FLOPS else a.steps
+                encoder, s_per_step = pretrain(a, work, method, seed, flops)
             pre_s = time.time() - t
             splits = splits or eval_splits(a)
             res = run_probes(
@@ -294,10 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             res["pretrain_s"] = round(pre_s, 1)
             res["s_per_step"] = round(s_per_step, 4)
-            if method != REFERENCE:
-                flops = state.setdefault("gflops_per_step", {})
-                if method not in flops:
-                    flops[method] = round(step_gflops(a, method), 3)
+            res["steps"] = steps
             results.setdefault(method, {})[str(seed)] = res
             write_json(state, out)
             print(
@@ -306,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"(pretrain {pre_s:.0f}s, {s_per_step:.3f} s/step)",
                 flush=True,
             )
-    order = [m for m in [*METHODS, REFERENCE] if m in results]
-    rows = summarize(results, order, state.get("gflops_per_step", {}))
+    order = [m for m in [*METHODS, EQUAL_FLOPS, REFERENCE] if m in results]
+    rows = summarize(results, order, flops, state["settings"]["steps"])
     state["summary"] = rows
     write_json(state, out)
     md = table(rows)
