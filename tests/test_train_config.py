@@ -93,5 +93,10 @@ def test_cli_fails_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data.path" in err and str(missing) in err
     assert not out.exists()  # no run directory was created
+    shards = f"{tmp_path}/train-{{000000..000003}}.tar"                     # shards are read lazily: checked now
+    assert cli_main(["pretrain", "data.source=shards", f"data.path={shards}", f"output_dir={out}"]) == 1
+    err = capsys.readouterr().err
+    assert "data.path" in err and "4 of 4 shards" in err and str(tmp_path / "train-000000.tar") in err
+    assert not out.exists()
     assert cli_main(["pretrain", "--print-config", "steps=5"]) == 0
     assert "steps: 5" in capsys.readouterr().out

@@ -97,6 +97,11 @@ class _Trainer:
             self.dataset = build_dataset(cfg.data, train=True, rank=info.rank, world_size=info.world_size)
         except (FileNotFoundError, NotADirectoryError) as e:
             raise FileNotFoundError(f"data.path={cfg.data.path!r} (data.source={cfg.data.source}): {e}") from e
+        missing = [u for u in getattr(self.dataset, "urls", []) if "://" not in u and not u.startswith("pipe:")
+                   and not os.path.isfile(u)]
+        if missing:  # local shards are read lazily: check them all now, not after the first epoch
+            raise FileNotFoundError(f"data.path={cfg.data.path!r}: {len(missing)} of {len(self.dataset.urls)} "
+                                    f"shards do not exist, e.g. {missing[0]}")
         self.iterable = isinstance(self.dataset, torch.utils.data.IterableDataset)
         n = cfg.data.num_samples if self.iterable else len(self.dataset)  # shards: epoch = data.num_samples
         if n < cfg.batch_size:
