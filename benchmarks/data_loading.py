@@ -15,9 +15,14 @@ off; model loading excluded) per backend on CPU: `classical` on scikit-image's p
 `grounded-sam` and `mask2former` with tiny random-init models (c2fmae.labeling.tiny, 64 px inputs,
 the 133 COCO classes as prompts): their figure is the pipeline's own overhead (pre/post-processing
 of full-size photos, prompt chunking, painting, shards), not the speed of the real checkpoints.
+`--full-size` adds the transformers backends with transformers' default (released-size)
+architectures and processors, random-init: Grounding DINO Swin-T + BERT-base at 800 px, SAM-HQ
+ViT-B at 1024 px, Mask2Former Swin-S at 800 px -- the compute of real checkpoints (random weights
+change only how many boxes pass the threshold).
 
     nice -n 5 python benchmarks/data_loading.py                       # loading + labelling, ~2 min on 2 cores
     python benchmarks/data_loading.py --no-label --num-samples 512    # loading only
+    nice -n 5 python benchmarks/data_loading.py --no-loading --full-size --label-images 4
 """
 from __future__ import annotations
 
@@ -126,25 +131,30 @@ def _photo_folder(root: Path, n: int) -> Path:
     return root
 
 
-def bench_labelling(args, tmp: Path) -> dict:
+def bench_labelling(args, tmp: Path, full_size: bool = False) -> dict:
     from c2fmae.labeling import LabelJob, build_labeler
     from c2fmae.labeling.tiny import save_tiny_grounded_sam, save_tiny_mask2former
 
-    src = _photo_folder(tmp / "photos", args.label_images)
-    det, seg = save_tiny_grounded_sam(tmp / "tiny")
-    m2f = save_tiny_mask2former(tmp / "tiny" / "mask2former")
-    makers = {"classical": lambda: build_labeler("classical"),
-              "grounded-sam": lambda: build_labeler("grounded-sam", detector=str(det), segmenter=str(seg),
+    src = tmp / "photos"
+    if not src.exists():
+        _photo_folder(src, args.label_images)
+    models = tmp / ("full" if full_size else "tiny")
+    det, seg = save_tiny_grounded_sam(models, full_size=full_size)
+    m2f = save_tiny_mask2former(models / "mask2former", full_size=full_size)
+    makers = {"grounded-sam": lambda: build_labeler("grounded-sam", detector=str(det), segmenter=str(seg),
                                                     device="cpu"),
               "mask2former": lambda: build_labeler("mask2former", model=str(m2f), device="cpu")}
+    if not full_size:
+        makers = {"classical": lambda: build_labeler("classical"), **makers}
     out = {}
     for name, make in makers.items():
         lab = make()
         t = time.perf_counter()
-        s = LabelJob(lab, str(src), str(tmp / f"out-{name}"), shard_size=1000, batch_size=args.label_batch,
+        s = LabelJob(lab, str(src), str(models / f"out-{name}"), shard_size=1000, batch_size=args.label_batch,
                      overlays=0, progress=False).run()
         dt = time.perf_counter() - t
-        out[name] = {"images_per_s": round(s["labelled"] / dt, 2), "images": s["labelled"]}
+        out[name] = {"images_per_s": round(s["labelled"] / dt, 3), "images": s["labelled"]}
+        print(name, "full-size" if full_size else "", out[name], flush=True)
     out["image_sizes"] = "scikit-image photographs, 303x384 to 512x512 (astronaut, chelsea, coffee, rocket, coins)"
     return out
 
@@ -156,19 +166,24 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     p.add_argument("--no-label", action="store_true", help="skip the labelling benchmark")
+    p.add_argument("--no-loading", action="store_true", help="skip the loading benchmark")
+    p.add_argument("--full-size", action="store_true", help="also label with released-size random-init models")
     p.add_argument("--label-images", type=int, default=10)
     p.add_argument("--label-batch", type=int, default=4)
     args = p.parse_args()
     threads = torch.get_num_threads()
     res = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "args": vars(args)}
     with tempfile.TemporaryDirectory() as d:
-        torch.set_num_threads(1)  # one DataLoader worker's view
-        res["loading_one_worker"] = bench_loading(args, Path(d))
-        print(json.dumps(res["loading_one_worker"], indent=1), flush=True)
+        if not args.no_loading:
+            torch.set_num_threads(1)  # one DataLoader worker's view
+            res["loading_one_worker"] = bench_loading(args, Path(d))
+            print(json.dumps(res["loading_one_worker"], indent=1), flush=True)
+        torch.set_num_threads(threads)
+        res["torch_threads_labelling"] = threads
         if not args.no_label:
-            torch.set_num_threads(threads)
             res["labelling_cpu"] = bench_labelling(args, Path(d))
-            res["labelling_cpu"]["torch_threads"] = threads
+        if args.full_size:
+            res["labelling_cpu_full_size"] = bench_labelling(args, Path(d), full_size=True)
     res["gpu"] = "not measured (labelling runs on CPU here)"
     print(json.dumps(res, indent=1))
 
