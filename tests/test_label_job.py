@@ -165,6 +165,11 @@ def test_vocab_file_and_errors(tmp_path):
     assert len(Vocabulary.coco().names) == 133 and Vocabulary.coco().thing_mask.sum() == 80
     with pytest.raises(FileNotFoundError, match="no images"):
         LabelJob(ClassicalLabeler(), str(tmp_path), str(tmp_path / "o"))
+    with pytest.raises(FileNotFoundError, match="--input .*typo: .*typo not found"):
+        LabelJob(ClassicalLabeler(), str(tmp_path / "typo"), str(tmp_path / "o"))
+    (tmp_path / "s-0.tar").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"s-1.tar, .*s-2.tar not found"):
+        LabelJob(ClassicalLabeler(), str(tmp_path / "s-{0..2}.tar"), str(tmp_path / "o"))
 
 
 def test_overlay_shows_classes_and_outlines():

@@ -46,6 +46,11 @@ def plan_units(input: str, shard_size: int = 1000, prefix: str = "labels") -> li
     if p.is_file() and p.suffix.lower() in _FILE_EXTS:
         return [Unit(f"{prefix}-000000", [p], p.parent)]
     urls = expand_urls(input)
+    missing = [u for u in urls if not u.startswith("pipe:") and "://" not in u and not os.path.exists(u)]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FileNotFoundError(f"--input {input}: not an image folder, image file or existing shard: "
+                                f"{', '.join(missing[:3])}{more} not found")
     names = [Path(u.split("::")[0].rstrip("-").split()[-1]).stem for u in urls]
     if len(set(names)) != len(names):
         raise ValueError(f"--input {input}: input shards must have distinct file names")
