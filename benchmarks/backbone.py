@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
 import time
@@ -104,9 +105,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         w, gl = (next(r for r in rows if r["task"] == task and r["attention"] == a) for a in ("windowed", "global"))
         print(f"{task}: global / windowed time {gl['time_s'] / w['time_s']:.2f}x, "
               f"memory {gl['peak_mib'] / max(w['peak_mib'], 1e-9):.2f}x")
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.json:  # written atomically
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
             json.dump(rows, f, indent=1)
+        os.replace(tmp, args.json)
     return rows
 
 
