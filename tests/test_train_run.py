@@ -94,5 +94,11 @@ def test_print_line_loads_with_timm(default_run, capsys):
     rc = cli_main(["pretrain", *TINY, "data.num_samples=192", "batch_size=8", "epochs=1",
                    f"output_dir={default_run.parent}", "resume=auto", "viz_samples=0"])
     assert rc == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert "local-dir:" in lines[-1] and str(default_run / "export") in lines[-1] or "export" in lines[-1]
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("python -c '") and line.endswith("'") and "local-dir:" in line, line
+    scope = {}
+    exec(line[len("python -c '"):-1], scope)                                  # the printed line, as is
+    from safetensors.torch import load_file
+    saved = load_file(default_run / "export" / "model.safetensors")
+    assert saved.keys() == scope["m"].state_dict().keys()
+    assert all(torch.equal(v, saved[k]) for k, v in scope["m"].state_dict().items())  # weights loaded

@@ -72,7 +72,8 @@ def pretrain_main(args: argparse.Namespace) -> int:
         if export.is_dir():
             shown = os.path.relpath(export) if not os.path.relpath(export).startswith("..") else str(export)
             print("load the pretrained encoder with timm:")
-            print(f'python -c \'import timm; m = timm.create_model("local-dir:{shown}"); print(m)\'')
+            print(f'python -c \'import timm; m = timm.create_model("local-dir:{shown}", pretrained=True); '
+                  f'print(m.pretrained_cfg)\'')
     return 0
 
 
