@@ -30,7 +30,7 @@ def decode_image(data: bytes | str | Path, name: str = "") -> np.ndarray:
         src = io.BytesIO(data) if isinstance(data, bytes) else data
         with Image.open(src) as im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable (torch.from_numpy warns on read-only)
     except Exception as e:  # PIL raises many types for broken files
         raise BadSampleError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from e
 
