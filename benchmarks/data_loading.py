@@ -153,7 +153,8 @@ def bench_labelling(args, tmp: Path, full_size: bool = False) -> dict:
         s = LabelJob(lab, str(src), str(models / f"out-{name}"), shard_size=1000, batch_size=args.label_batch,
                      overlays=0, progress=False).run()
         dt = time.perf_counter() - t
-        out[name] = {"images_per_s": round(s["labelled"] / dt, 3), "images": s["labelled"]}
+        out[name] = {"images_per_s": round(s["labelled"] / dt, 3), "s_per_image": round(dt / s["labelled"], 1),
+                     "images": s["labelled"]}
         print(name, "full-size" if full_size else "", out[name], flush=True)
     out["image_sizes"] = "scikit-image photographs, 303x384 to 512x512 (astronaut, chelsea, coffee, rocket, coins)"
     return out
