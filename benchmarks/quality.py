@@ -6,8 +6,9 @@ frozen encoder is probed on a held-out split (the synthetic `val` stream, never 
 k-NN (DINO, k=20, T=0.07) and linear accuracy on the 5 scene labels, and the linear segmentation
 probe's mIoU on the 10 semantic classes. Several pretraining seeds give mean and spread.
 
-    python benchmarks/quality.py                       # the recorded run (~15-25 min on 2 CPU cores)
-    python benchmarks/quality.py --seeds 0 --steps 40  # smoke run
+    python benchmarks/quality.py --fresh                          # the recorded run (56 min, busy 2-core CPU)
+    python benchmarks/quality.py --methods mae_eqflops            # + MAE at c2fmae's FLOPs, same JSON
+    python benchmarks/quality.py --seeds 0 --steps 20 --out /tmp/q.json --fresh   # smoke run (~3 min)
 
 Methods (C2FMAEConfig fields; everything else identical):
     mae              inputs=[rgb], targets=[rgb], decoder=pixel (MAE), random masking (75%)
@@ -349,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(
         rows,
         out.with_suffix(".png"),
-        f"{s['steps']} steps x batch {s['batch_size']}, ViT dim {s['dim']} depth {s['depth']} patch {s['patch']} "
-        f"@ {s['img_size']}px; held-out synthetic scenes; mean ± std over seeds (dots)",
+        f"{s['steps']} steps (mae_eqflops: c2fmae's FLOPs) x batch {s['batch_size']}, ViT dim {s['dim']} "
+        f"depth {s['depth']} patch {s['patch']} @ {s['img_size']}px; held-out synthetic scenes; "
+        "mean ± std over seeds (dots)",
     )
     print(md)
     print(f"total {time.time() - t0:.0f}s; results in {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
