@@ -1,10 +1,11 @@
 """The pretraining loop: `train(cfg)` runs one C2FMAE pretraining job and returns its run directory.
 
 One optimizer step = `accum_steps` micro-batches per rank; the global RNG is re-seeded from
-`(seed, step, micro-batch)` before each forward, so masking and drop-path depend on the step only:
-runs are exact across resume, and equal (up to float reduction order) across world sizes with the
-same global batch. Resume restores model, optimizer, schedule, grad scaler, step, RNG states and the
-data position (a pure function of the step; the curriculum is one too: progress = step / total).
+`(seed, step, micro-batch)` before each forward, so masking and drop-path depend on the step and
+micro-batch index only: runs are exact across resume, and equal (up to float reduction order) for
+any world_size x accum_steps with the same product (2 DDP ranks == 1 process with accum_steps=2).
+Resume restores model, optimizer, schedule, grad scaler, step, RNG states and the data position
+(a pure function of the step; the curriculum is one too: progress = step / total).
 """
 from __future__ import annotations
 
