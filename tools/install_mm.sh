@@ -115,10 +115,18 @@ fi
 "${PIP[@]}" addict matplotlib "$NUMPY_SPEC" pyyaml rich termcolor yapf "$OPENCV_SPEC" \
   || die "installing mmengine's dependencies failed"
 "${PIP[@]}" --no-deps "mmengine==0.10.7" || die "installing mmengine==0.10.7 failed"
-"${PIP[@]}" "$WHEEL" || die "installing $WHEEL failed"
-"${PIP[@]}" "mmcv==$MMCV_VERSION" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-  ftfy regex "setuptools<81" "$NUMPY_SPEC" "$OPENCV_SPEC" --find-links "$CACHE_DIR" \
+# --force-reinstall: an mmcv 2.1.0 already there may be an ops-less build (`pip install c2fmae[mm]` builds mmcv
+# in an isolated environment without torch); --no-deps: its dependencies are all installed just above, and
+# resolving them would walk into mmengine's and pull the GUI opencv-python. mmdet / mmseg name neither.
+"${PIP[@]}" --force-reinstall --no-deps "$WHEEL" || die "installing $WHEEL failed"
+"${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex "setuptools<81" "$NUMPY_SPEC" "$OPENCV_SPEC" \
   || die "installing mmdet/mmsegmentation failed"
+# Repair an environment where something did pull opencv-python (it overwrote the headless cv2/ files).
+if "$PY" -m pip show -q opencv-python >/dev/null 2>&1; then
+  log "removing the GUI opencv-python (mmengine's declared dependency) in favour of opencv-python-headless"
+  "$PY" -m pip uninstall -y opencv-python || die "uninstalling opencv-python failed"
+  "${PIP[@]}" --force-reinstall --no-deps "$OPENCV_SPEC" || die "reinstalling $OPENCV_SPEC failed"
+fi
 
 # ---- 4. verify ----------------------------------------------------------------------------------------
 "$PY" - "$TORCH_VERSION" "$TV_VERSION" <<'EOF' || die "verification failed (see above)"
@@ -126,12 +134,14 @@ import sys
 import torch, torchvision
 assert torch.__version__ == sys.argv[1], f"torch changed: {sys.argv[1]} -> {torch.__version__}"
 assert torchvision.__version__ == sys.argv[2], f"torchvision changed: {sys.argv[2]} -> {torchvision.__version__}"
-import mmcv, mmdet, mmengine, mmseg, numpy
+import cv2, mmcv, mmdet, mmengine, mmseg, numpy
+assert cv2.__version__.startswith("4."), f"OpenCV {cv2.__version__}: mmcv 2.1 needs the 4.x API"
 from mmcv.ops import RoIAlign, nms  # compiled ops present
 import pkg_resources  # noqa: F401  (mmengine's mmdet:: config lookup)
 boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]])
 keep = nms(boxes, torch.tensor([0.9, 0.8]), 0.5)[1]
 assert keep.tolist() == [0], keep
 print(f"[install_mm] ok: mmcv {mmcv.__version__} (ops), mmengine {mmengine.__version__}, "
-      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, numpy {numpy.__version__}, torch {torch.__version__}")
+      f"mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, numpy {numpy.__version__}, opencv {cv2.__version__}, "
+      f"torch {torch.__version__}")
 EOF
