@@ -115,6 +115,11 @@ def test_pretrained_sources_load_exactly(kind, tmp_path, hub_cache):
         (hub_cache / "models--c2fmae--tiny-test" / "refs").mkdir()
         (hub_cache / "models--c2fmae--tiny-test" / "refs" / "main").write_text("a" * 40)
         src = "hf-hub:c2fmae/tiny-test"
+    if kind == "hf_hub":  # mmengine's loader (init_detector / load_from) reads the same id as backbone weights
+        from mmengine.runner.checkpoint import CheckpointLoader
+
+        ckpt = CheckpointLoader.load_checkpoint(src)["state_dict"]
+        assert set(ckpt) == {f"backbone.encoder.{k}" for k in sd}
     m = C2FMAEViT(**TINY, pretrained=str(src))
     m.init_weights()
     own = m.encoder.state_dict()
