@@ -69,6 +69,8 @@ train_dataloader = dict(
         data_prefix=dict(img='train2017/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=32),
         pipeline=train_pipeline))
+# Test images are padded to 1024 like the training crops (ViTDet); `Pad` makes that the `img_shape` boxes are
+# clipped to. Known mmdet 3.3 limit: on CPU its mask pasting fails on a box lying wholly in the padded area.
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=image_size, keep_ratio=True),
