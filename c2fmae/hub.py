@@ -216,9 +216,9 @@ def export_main(args) -> int:
     out = export(args.src, args.out, arch=args.arch, encoder_kwargs=args.encoder_kwargs,
                  repo_id=args.push_to_hub, results=results)
     print(f"exported to {out}")
-    print(f'load it with: timm.create_model("local-dir:{out}")')
+    print(f'load it with: timm.create_model("local-dir:{out}", pretrained=True)')
     if args.push_to_hub:
         url = push_to_hub(out, args.push_to_hub, private=args.private)
         print(f"pushed to {url}")
-        print(f'load it with: timm.create_model("hf-hub:{args.push_to_hub}")')
+        print(f'load it with: timm.create_model("hf-hub:{args.push_to_hub}", pretrained=True)')
     return 0
