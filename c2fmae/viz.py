@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .atomic import atomic_open
+
 __all__ = ["palette", "colorize", "instance_colors", "pca_rgb", "denormalize", "make_grid",
            "reconstruction_grid", "save_reconstructions", "curriculum_plot", "visualize_checkpoint"]
 
@@ -162,14 +164,10 @@ def reconstruction_grid(model, batch: dict[str, torch.Tensor], out: dict[str, to
 
 
 def _save_png(img: Image.Image, path: str | Path) -> Path:
-    """Atomic PNG write (temp file + os.replace)."""
-    import os
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """Atomic PNG write."""
+    with atomic_open(path) as f:
+        img.save(f, format="PNG")
+    return Path(path)
 
 
 def _eval_batch(data_cfg, num_samples: int) -> dict[str, torch.Tensor]:
@@ -230,13 +228,10 @@ def curriculum_plot(cfg, path: str | Path, total_steps: int, step: int | None = 
            title=f"masking curriculum ({cfg.schedule}, t1={cfg.t1}, t2={cfg.t2})")
     ax.legend(loc="center right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
-    import os
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def _load_images(paths: Sequence[str], semantic: Sequence[str], instance: Sequence[str], img_size: int,

@@ -7,16 +7,12 @@ resolution; semantic 255 = ignore, instance 0 = no instance. Masks are PNG files
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 IGNORE_INDEX = 255
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class BadSampleError(ValueError):
@@ -102,17 +98,3 @@ def check_triple(image: np.ndarray, semantic: np.ndarray, instance: np.ndarray, 
                                  f"(and != {IGNORE_INDEX} ignore)")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

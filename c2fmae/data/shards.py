@@ -12,7 +12,6 @@ import io
 import os
 import re
 import tarfile
-import tempfile
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import _UMASK, BadSampleError, check_triple, decode_image, decode_mask, encode_image, encode_mask
+from ..atomic import atomic_open
+from .io import BadSampleError, check_triple, decode_image, decode_mask, encode_image, encode_mask
 from .transforms import JointTransform, sample_rng
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -119,29 +119,19 @@ def write_shard(path: str | Path, samples: Iterable[tuple], image_format: str = 
     A sample may carry a fifth item `(ext, bytes)`: the original encoded image, stored as is
     (no re-encoding loss) instead of encoding `image` as `image_format`.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n = 0
-    try:
-        with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for key, image, sem, ins, *raw in samples:
-                if "." in key or "/" in key:
-                    raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
-                check_triple(np.asarray(image), np.asarray(sem), np.asarray(ins), key)
-                if raw and raw[0] is not None:  # (ext, encoded bytes) of the original image file
-                    _add(tar, f"{key}.{raw[0][0]}", raw[0][1])
-                else:
-                    _add(tar, f"{key}.{image_format}", encode_image(image, image_format))
-                _add(tar, f"{key}.sem.png", encode_mask(sem))
-                _add(tar, f"{key}.ins.png", encode_mask(ins))
-                n += 1
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for key, image, sem, ins, *raw in samples:
+            if "." in key or "/" in key:
+                raise ValueError(f"sample key {key!r} must not contain '.' or '/'")
+            check_triple(np.asarray(image), np.asarray(sem), np.asarray(ins), key)
+            if raw and raw[0] is not None:  # (ext, encoded bytes) of the original image file
+                _add(tar, f"{key}.{raw[0][0]}", raw[0][1])
+            else:
+                _add(tar, f"{key}.{image_format}", encode_image(image, image_format))
+            _add(tar, f"{key}.sem.png", encode_mask(sem))
+            _add(tar, f"{key}.ins.png", encode_mask(ins))
+            n += 1
     return n
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import timm
 import torch
 from torch import nn
+
+from c2fmae.atomic import atomic_open
 
 __all__ = [
     "load_encoder",
@@ -310,16 +311,7 @@ def extract_patch_features(
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write `obj` as JSON atomically (temp file in the same directory + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+    return Path(path)

@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from c2fmae.data.io import BadSampleError, atomic_write_bytes, decode_image
+from c2fmae.atomic import atomic_write_bytes
+from c2fmae.data.io import BadSampleError, decode_image
 from c2fmae.data.shards import IMAGE_EXTS, expand_urls, iter_tar, write_shard
 
 from .overlay import save_overlay

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from c2fmae.data.io import atomic_write_bytes
+from c2fmae.atomic import atomic_write_bytes
 
 
 def palette(n: int = 256, seed: int = 3) -> np.ndarray:

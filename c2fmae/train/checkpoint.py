@@ -6,7 +6,6 @@ only, so it loads with `torch.load(path, weights_only=True)`:
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from c2fmae.atomic import atomic_open
 
 __all__ = ["save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint", "prune_checkpoints",
            "checkpoint_path", "get_rng_state", "set_rng_state"]
@@ -27,19 +28,9 @@ def checkpoint_path(run_dir: str | Path, step: int) -> Path:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` atomically: a temp file in the same directory, fsync, then `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_open(path, fsync=True) as f:
+        torch.save(state, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

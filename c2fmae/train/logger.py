@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from c2fmae.atomic import atomic_open
 
 __all__ = ["MetricsLogger", "truncate_metrics"]
 
@@ -21,9 +22,8 @@ def truncate_metrics(path: Path, max_step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:  # a line cut by the kill
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in keep))
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as f:
+        f.write("".join(k + "\n" for k in keep))
 
 
 class MetricsLogger:
