@@ -176,7 +176,12 @@ def test_cli_export_and_push(tmp_path, test_encoder, monkeypatch, capsys):
     assert rc == 0
     assert uploaded == {"me/c2fmae-test": ["README.md", "config.json", "model.safetensors"]}
     out = capsys.readouterr().out
-    assert 'timm.create_model("hf-hub:me/c2fmae-test")' in out
+    assert 'timm.create_model("hf-hub:me/c2fmae-test", pretrained=True)' in out
+    # the printed local-dir line loads the exported weights (without pretrained=True timm builds an untrained model)
+    line = next(ln for ln in out.splitlines() if "local-dir:" in ln).split("load it with: ", 1)[1]
+    loaded = eval(line, {"timm": timm})
+    exported = load_file(tmp_path / "exp" / "model.safetensors")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in exported.items())
     assert "# me/c2fmae-test" in (tmp_path / "exp" / "README.md").read_text()
 
 
