@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,12 +33,19 @@ _CKPT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
 
 
 def _find_checkpoint(run_dir: Path) -> Path:
-    """The newest checkpoint file in a run directory (or its `checkpoints/` folder)."""
+    """The newest checkpoint file in a run directory (or its `checkpoints/` folder).
+
+    Training checkpoints `step_N.pt` are ordered by N (file times change on copies); other files by time.
+    """
     candidates = [p for d in (run_dir, run_dir / "checkpoints") if d.is_dir()
                   for p in d.iterdir() if p.suffix in _CKPT_SUFFIXES and p.is_file()]
     if not candidates:
         raise FileNotFoundError(f"{run_dir}: no checkpoint ({', '.join(_CKPT_SUFFIXES)}) in it or in checkpoints/")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    def order(p: Path) -> tuple[int, float]:
+        step = re.fullmatch(r"step_(\d+)\.pt", p.name)
+        return (int(step[1]) if step else -1, p.stat().st_mtime)
+
+    return max(candidates, key=order)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -113,8 +113,11 @@ def dirichlet_budgets(
     return split_budget(shares, num_visible)
 
 
-def make_masks(score: torch.Tensor, budgets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ Keep the `budgets[b, m]` lowest scores of every modality.
+def make_masks(
+        score: torch.Tensor, budgets: torch.Tensor, num_visible: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ Keep the `budgets[b, m]` lowest scores of every modality. `num_visible` (optional) is
+    `budgets.sum(-1)`, the same for every sample; the caller passes it to spare a host sync.
 
     score: [B, M, N]; budgets: [B, M] with equal row sums V.
     Returns mask [B, M, N] (0 keep, 1 remove), ids_keep [B, V] and ids_restore [B, M*N] into the
@@ -129,5 +132,5 @@ def make_masks(score: torch.Tensor, budgets: torch.Tensor) -> tuple[torch.Tensor
     key = mask.long() * (M * N) + torch.arange(M, device=score.device)[:, None] * N + rank
     ids_shuffle = torch.argsort(key.flatten(1), dim=1)  # [B, M*N]
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    V = int(budgets[0].sum())
+    V = int(budgets[0].sum()) if num_visible is None else num_visible  # the caller knows it: no host sync
     return mask.to(score.dtype), ids_shuffle[:, :V], ids_restore

@@ -124,6 +124,8 @@ def test_bad_input_names_the_problem():
         model({k: v for k, v in good.items() if k != "instance"})
     with pytest.raises(TypeError, match=r"batch\['semantic'\] must hold integer ids"):
         model(dict(good, semantic=good["semantic"].float()))
+    with pytest.raises(ValueError, match=r"num_visible=0 must be in \[1, 64\]"):
+        C2FMAE(_cfg(num_visible=0))
     with pytest.raises(ValueError, match=r"noise must have shape \(2, 3, 64\)"):
         model(good, noise=torch.rand(2, 64))
     with pytest.raises(ValueError, match=r"batch\['image'\] must be a float tensor \(B, 3, 64, 64\)"):

@@ -131,6 +131,15 @@ def test_avg_pool_model_takes_final_norm_as_fc_norm(test_encoder):
     torch.testing.assert_close(model.fc_norm.weight, test_encoder.norm.weight)
 
 
+def test_run_dir_export_takes_the_highest_step(tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for step in (100, 200):
+        torch.save({"step": step}, ckpts / f"step_{step:08d}.pt")
+    os.utime(ckpts / "step_00000100.pt", (2e9, 2e9))  # a copy made step 100 the newest file
+    assert hub.load_checkpoint(tmp_path / "run")["step"] == 200
+
+
 def test_bad_inputs_name_what_is_wrong(tmp_path, test_encoder):
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         hub.export(tmp_path / "nope.safetensors", tmp_path / "o", arch="c2fmae_vit_test")

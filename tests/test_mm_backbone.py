@@ -76,6 +76,17 @@ def test_default_global_blocks_vit_b():
     assert not any("cls_token" in n or n.startswith("encoder.norm.") for n, _ in m.named_parameters())
 
 
+def test_negative_block_indices_count_from_the_end():
+    torch.manual_seed(0)
+    a = C2FMAEViT(**TINY, window_size=4, global_indices=(3,), out_indices=(1, 3))
+    b = C2FMAEViT(**TINY, window_size=4, global_indices=(-1,), out_indices=(-3, -1))
+    b.load_state_dict(a.state_dict())
+    assert b.global_indices == (3,) and b.out_indices == (1, 3)
+    x = torch.randn(1, 3, 64, 64)
+    for oa, ob in zip(a.eval()(x), b.eval()(x), strict=True):
+        torch.testing.assert_close(oa, ob)  # block -1 really is the global one
+
+
 def test_grad_checkpointing_and_frozen_stages():
     torch.manual_seed(0)
     a = C2FMAEViT(**TINY, window_size=4, global_indices=(3,), out_indices=(1, 3))

@@ -163,16 +163,16 @@ class C2FMAEViT(BaseModule):
         self.window_size = window_size
         if global_indices is None:
             global_indices = tuple(range(depth // 4 - 1, depth, max(depth // 4, 1))) if depth >= 4 else (depth - 1,)
-        self.global_indices = tuple(int(i) for i in global_indices)
         if out_indices is None:
             out_indices = (depth - 1,)
         elif isinstance(out_indices, int):
             out_indices = (out_indices,)
-        self.out_indices = tuple(i % depth for i in out_indices)
-        for name, idx in (("global_indices", self.global_indices), ("out_indices", out_indices)):
+        for name, idx in (("global_indices", global_indices), ("out_indices", out_indices)):
             bad = [i for i in idx if not -depth <= i < depth]
             if bad:
                 raise ValueError(f"C2FMAEViT: {name} {bad} out of range for {model_name} with {depth} blocks")
+        self.global_indices = tuple(int(i) % depth for i in global_indices)  # -1 = the last block
+        self.out_indices = tuple(int(i) % depth for i in out_indices)
         self.final_norm = final_norm
         self.with_cp = with_cp
         if not -1 <= frozen_stages <= depth:

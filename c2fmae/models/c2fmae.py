@@ -112,7 +112,8 @@ class C2FMAE(nn.Module):
         if ("sem" in cfg.inputs + cfg.targets or "ins" in cfg.inputs + cfg.targets) and self.patch_size % 4:
             raise ValueError(f"semantic / instance maps are at stride 4: patch size {self.patch_size} must divide by 4")
         self.label_patch = self.patch_size // 4  # label pixels per patch side
-        self.num_visible = cfg.num_visible or (N // 2 if len(cfg.inputs) > 1 else N // 4)
+        default_visible = N // 2 if len(cfg.inputs) > 1 else N // 4
+        self.num_visible = default_visible if cfg.num_visible is None else cfg.num_visible
         if not 0 < self.num_visible <= N:
             raise ValueError(f"C2FMAEConfig.num_visible={cfg.num_visible} must be in [1, {N}] (patches per image)")
 
@@ -260,7 +261,7 @@ class C2FMAE(nn.Module):
             rank_noise = torch.rand(B, R, device=dev)  # region order, shared by the modalities of a sample
         score = masking.guided_scores(noise, strategy, region, rank_noise)
         budgets = masking.dirichlet_budgets(B, M, self.num_visible, cfg.dirichlet_alpha, dev)
-        p["mask"], p["ids_keep"], p["ids_restore"] = masking.make_masks(score, budgets)
+        p["mask"], p["ids_keep"], p["ids_restore"] = masking.make_masks(score, budgets, self.num_visible)
 
         # targets in patch form
         if "rgb" in cfg.targets:
