@@ -58,7 +58,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name in skip_names or name.endswith(("token", "pos_embed", "_embed"))
+        skip = p.ndim <= 1 or name in skip_names or name.endswith(("token", "_embed"))
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -129,8 +129,7 @@ class _Trainer:
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
         if cfg.grad_checkpointing:
-            target = self.model if hasattr(self.model, "set_grad_checkpointing") else self.model.encoder
-            target.set_grad_checkpointing(True)
+            self.model.encoder.set_grad_checkpointing(True)  # timm's checkpoint_seq over the encoder blocks
         self.model.to(dev)
         self.amp_dtype = _precision(cfg, dev)
         self.wrapped = wrap_model(self.model, info, fsdp=cfg.fsdp, mixed_bf16=self.amp_dtype is torch.bfloat16,
