@@ -135,3 +135,21 @@ def test_bad_input_names_the_problem():
     with pytest.raises(KeyError, match=r"batch\['semantic'\] is missing.*guided masking"):
         rgb({"image": good["image"]}, progress=0.0)
     assert torch.isfinite(rgb({"image": good["image"]}, progress=1.0)["loss"])
+
+
+def test_encoder_grad_checkpointing_keeps_loss_and_grads():
+    torch.manual_seed(0)
+    a, b = C2FMAE(_cfg()), C2FMAE(_cfg())
+    b.load_state_dict(a.state_dict())
+    b.encoder.set_grad_checkpointing(True)  # what `grad_checkpointing=true` in training sets
+    losses = []
+    for m in (a, b):
+        torch.manual_seed(1)  # same masks and instance relabelling
+        loss = m(_batch(), progress=0.3)["loss"]
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert (pa.grad is None) == (pb.grad is None), n
+        if pa.grad is not None:
+            torch.testing.assert_close(pa.grad, pb.grad, msg=n)
