@@ -22,6 +22,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import resample_abs_pos_embed
 
+from ..hub import load_checkpoint
 from ..models.vit import checkpoint_filter_fn, encoder_state_dict
 
 __all__ = ["C2FMAEViT", "window_partition", "window_unpartition", "read_encoder_weights"]
@@ -65,8 +66,6 @@ def block_forward(blk: nn.Module, x: torch.Tensor, window: int) -> torch.Tensor:
 def read_encoder_weights(src: str) -> dict[str, torch.Tensor]:
     """Encoder state dict (timm keys) from `hf-hub:<repo>[@rev]`, an export dir, a .safetensors or a
     pretraining checkpoint (.pth/.pt, loaded with `weights_only=True`)."""
-    from safetensors.torch import load_file
-
     if src.startswith("hf-hub:"):
         from huggingface_hub import hf_hub_download
 
@@ -80,16 +79,9 @@ def read_encoder_weights(src: str) -> dict[str, torch.Tensor]:
             raise FileNotFoundError(
                 f"pretrained weights '{src}' not found (expected hf-hub:<repo>, an export directory with "
                 "model.safetensors, a .safetensors file or a pretraining checkpoint)")
-    if path.suffix == ".safetensors":
-        sd = load_file(str(path))
-    else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle with arbitrary objects: refuse, never weights_only=False here
-            raise ValueError(f"{path}: cannot be read with torch.load(weights_only=True) ({e}); "
-                             "pretrained weights must be safetensors or a c2fmae pretraining checkpoint") from e
-        if not isinstance(sd, dict):
-            raise ValueError(f"{path}: expected a state dict or a checkpoint dict, got {type(sd).__name__}")
+    sd = load_checkpoint(path)  # safetensors or torch.load(weights_only=True): never weights_only=False here
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict or a checkpoint dict, got {type(sd).__name__}")
     return encoder_state_dict(sd)
 
 
